@@ -1,0 +1,22 @@
+"""animegan: photos to anime portraits with AnimeGANv2, fast on a CPU."""
+
+from .generator import Generator
+from .images import ImageError
+from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
+from .stylizer import Result, Stylizer, stylize
+from .weights import WeightsError
+
+__all__ = [
+    "DEFAULT_STYLE",
+    "STYLES",
+    "Generator",
+    "ImageError",
+    "Result",
+    "Style",
+    "Stylizer",
+    "WeightsError",
+    "get_style",
+    "register_style",
+    "stylize",
+]
+__version__ = "0.1.0"

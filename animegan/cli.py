@@ -1,0 +1,138 @@
+"""Command line: ``animegan PHOTOS... -o OUTDIR`` (also ``python -m animegan``)."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import images
+from .styles import DEFAULT_STYLE, STYLES
+from .stylizer import Stylizer
+from .weights import WeightsError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+
+EXAMPLES = """\
+examples:
+  animegan photo.jpg                      writes anime/photo_anime.png
+  animegan holiday/ -o anime --format jpg  every photo under holiday/, subfolders mirrored
+  animegan "shots/*.png" --style paprika   quote globs so animegan expands them
+  animegan me.jpg --face-crop portrait     a 512 x 512 portrait of the largest face
+  animegan me.jpg --side-by-side           the photo and its anime version together
+  animegan --list-styles                   what --style accepts
+
+Weights are downloaded once from the Hugging Face Hub and cached (HF_HOME). Offline,
+put <style>.pt files in a folder and set ANIMEGAN_WEIGHTS_DIR, or pass --weights FILE.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="animegan",
+        description="Turn photos into anime pictures with AnimeGANv2, on the CPU.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--output", default="anime", help="output folder (default: %(default)s)")
+    p.add_argument("-s", "--style", default=DEFAULT_STYLE, choices=sorted(STYLES), metavar="STYLE",
+                   help="style to apply (default: %(default)s; see --list-styles)")
+    p.add_argument("--list-styles", action="store_true", help="list the styles and exit")
+    p.add_argument("--weights", metavar="FILE", help="use this .pt/.safetensors file for the chosen style")
+    p.add_argument("--max-side", type=int, default=images.DEFAULT_MAX_SIDE, metavar="PX",
+                   help="shrink photos so the long side is at most PX before stylizing; 0 = never "
+                        "(default: %(default)s)")
+    p.add_argument("--keep-size", action="store_true", help="scale the result back to the photo's own size")
+    p.add_argument("--face-crop", choices=["off", "portrait", "paste"], default="off",
+                   help="portrait: a square crop of the largest face; paste: stylize each face "
+                        "with the face model and blend it back into the whole picture")
+    p.add_argument("--side-by-side", action="store_true", help="save the photo and the result side by side")
+    p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
+    p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
+    p.add_argument("--backend", default=None, help="force an inference backend (default: automatic)")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and how long each photo took")
+    return p
+
+
+def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for every image the inputs name."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append((f, f.relative_to(path)))
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                found.append((path, Path(path.name)))  # reported as missing later
+            found.extend((Path(m), Path(Path(m).name)) for m in matches if Path(m).is_file())
+    return found
+
+
+def output_path(out_dir: Path, rel: Path, suffix: str, fmt: str, source: Path) -> Path:
+    target = out_dir / rel.parent / f"{rel.stem}{suffix}.{fmt}"
+    if target.resolve() == source.resolve():  # never overwrite an input
+        target = target.with_name(f"{rel.stem}{suffix or '_anime'}_out.{fmt}")
+    return target
+
+
+def save(img, target: Path, fmt: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if FORMATS[fmt] == "JPEG" and img.mode != "RGB":
+        img = img.convert("RGB")  # JPEG has no alpha
+    img.save(target, FORMATS[fmt], **({"quality": 95} if fmt != "png" else {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_styles:
+        for s in STYLES.values():
+            print(f"{s.name:20} {s.title} ({s.size} px): {s.description}")
+        return 0
+    if not args.inputs:
+        build_parser().print_usage(sys.stderr)
+        print("animegan: error: give at least one photo, folder or glob (see --help)", file=sys.stderr)
+        return 2
+
+    files = collect(args.inputs)
+    out_dir = Path(args.output)
+    stylizer = Stylizer(args.style, backend=args.backend, max_side=args.max_side or None,
+                        weights_file=args.weights)
+    try:
+        backend = stylizer.backend()
+    except (WeightsError, ValueError) as exc:
+        print(f"animegan: {exc}", file=sys.stderr)
+        return 1
+    if args.verbose:
+        print(f"style {args.style}, backend {backend.name}, {len(files)} file(s)", file=sys.stderr)
+
+    failed = 0
+    bar = tqdm(files, unit="photo", disable=len(files) < 2)
+    for source, rel in bar:
+        bar.set_postfix_str(source.name)
+        try:
+            result = stylizer.run(source, face_crop=args.face_crop, keep_size=args.keep_size,
+                                  side_by_side=args.side_by_side)
+            target = output_path(out_dir, rel, args.suffix, args.format, source)
+            save(result.image, target, args.format)
+        except (images.ImageError, OSError) as exc:
+            failed += 1
+            tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
+            continue
+        for note in result.notes:
+            tqdm.write(f"{source}: {note}", file=sys.stderr)
+        if args.verbose:
+            tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
+    done = len(files) - failed
+    print(f"{done} of {len(files)} photo(s) written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0

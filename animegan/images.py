@@ -1,0 +1,175 @@
+"""Decode anything a caller has into an RGB image (+ alpha), apply the size policy,
+and convert between images and the generator's [-1, 1] NCHW arrays."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
+
+DEFAULT_MAX_SIDE = 1024
+MIN_SIDE = 16
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """The input is not a usable image; the message says what was wrong and what to do."""
+
+
+@dataclass
+class Decoded:
+    """An RGB image ready for the network, and the alpha channel to put back (if any)."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None = None
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(
+            f"An array of shape {arr.shape} is not an image; expected H x W, H x W x 3 (RGB) "
+            "or H x W x 4 (RGBA)."
+        )
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0  # 0..1 floats are usual
+        arr = (finite * scale).clip(0, 255).round().astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = arr.clip(0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(
+            f"The image is {w} x {h} ({w * h / 1e6:.0f} megapixels), over the limit of "
+            f"{max_pixels / 1e6:.0f} megapixels. Please resize it before uploading."
+        )
+
+
+def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode ``src``, refusing bombs, non-images and truncated files."""
+    if isinstance(src, Image.Image):
+        _check_pixels(src.size, max_pixels)
+        return src
+    if isinstance(src, np.ndarray):
+        _check_pixels((src.shape[1], src.shape[0]) if src.ndim >= 2 else (0, 0), max_pixels)
+        return _array_to_image(src)
+    if isinstance(src, (bytes, bytearray)):
+        name, fp = "the uploaded data", io.BytesIO(src)
+    elif isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise ImageError(f"No such file: {path}")
+        name, fp = path.name, path
+    else:
+        raise ImageError(f"Cannot read an image from a {type(src).__name__}; pass a path, bytes, PIL image or array.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            _check_pixels(img.size, max_pixels)
+            img.load()
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name} is not an image Pillow can read. Use a JPEG, PNG, WebP, BMP, GIF or TIFF file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name} is truncated or damaged and cannot be decoded ({exc}).") from None
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Decoded:
+    """Every Pillow mode to RGB, keeping alpha (also palette transparency) aside."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16-bit range to 8-bit
+        elif mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        gray = Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), "L")
+        return Decoded(gray.convert("RGB"))
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA" if ("transparency" in img.info or mode == "PA") else "RGB")
+    elif mode in ("LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        alpha = img.getchannel("A")
+        if alpha.getextrema() == (255, 255):  # fully opaque: nothing to put back
+            alpha = None
+        return Decoded(img.convert("RGB"), alpha)
+    return Decoded(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def decode(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Open ``src``, apply its EXIF orientation, and split it into RGB + optional alpha."""
+    img = open_image(src, max_pixels)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the photo
+        pass
+    return _to_rgb(img)
+
+
+def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The size after the size policy: long side at most ``max_side``, aspect kept."""
+    w, h = size
+    if max_side and max(w, h) > max_side:
+        scale = max_side / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(
+            f"The image would be {w} x {h} px; both sides must be at least {MIN_SIDE} px. "
+            "Use a larger image (or a larger maximum side for very long, thin images)."
+        )
+    return w, h
+
+
+def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if img.size == size:
+        return img
+    # reducing_gap: a fast box pre-shrink for huge photos, then Lanczos for quality
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """RGB image -> 1 x 3 x H x W float32 in [-1, 1], as the published demo computes it
+    (``to_tensor(img) * 2 - 1``), so results match it pixel for pixel."""
+    arr = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray((arr * np.float32(2) - np.float32(1)).transpose(2, 0, 1)[None])
+
+
+def from_array(out: np.ndarray) -> Image.Image:
+    """1 x 3 x H x W (or 3 x H x W) in [-1, 1] -> RGB image, as the published demo does
+    (``(x * 0.5 + 0.5).clip(0, 1)``, then ``mul(255).byte()``, which truncates)."""
+    out = np.asarray(out, dtype=np.float32)
+    if out.ndim == 4:
+        out = out[0]
+    arr = (out * np.float32(0.5) + np.float32(0.5)).clip(0, 1) * np.float32(255)
+    return Image.fromarray(arr.astype(np.uint8).transpose(1, 2, 0), "RGB")
+
+
+def with_alpha(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """Put the original alpha channel back on a result (resized to match)."""
+    if alpha is None:
+        return rgb
+    out = rgb.copy()
+    out.putalpha(resize(alpha, rgb.size))
+    return out

@@ -1,0 +1,192 @@
+"""Find, download (huggingface_hub), safely load and check generator weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from .generator import Generator
+from .styles import Style, get_style
+
+WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"
+_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, fetched or loaded; the message says what to do."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    """huggingface_hub's cache folder, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def _from_weights_dir(name: str) -> Path | None:
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    if not folder:
+        return None
+    for suffix in _SUFFIXES:
+        candidate = Path(folder) / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _from_hub(style: Style) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        hf_hub_download(
+            style.repo_id,
+            style.filename,
+            revision=style.revision,
+            cache_dir=cache_dir(),
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=_env_flag("HF_HUB_OFFLINE"),
+        )
+    )
+
+
+def _from_url(style: Style) -> Path:
+    """Weights with no Hub home: a plain HTTP download into the same cache folder."""
+    from huggingface_hub.file_download import http_get
+
+    key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
+    target = cache_dir() / "animegan-urls" / key / Path(style.url).name
+    if target.is_file():
+        return target
+    if _env_flag("HF_HUB_OFFLINE"):
+        raise FileNotFoundError(f"offline mode (HF_HUB_OFFLINE) and {style.url} is not cached")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    with open(partial, "wb") as f:
+        http_get(style.url, f, displayed_filename=target.name)
+    partial.replace(target)
+    return target
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def resolve(style: str | Style) -> Path:
+    """The local file holding a style's weights, downloading it once if needed.
+
+    Order: ``$ANIMEGAN_WEIGHTS_DIR/<style>.safetensors|.pt``, the style's local path,
+    the Hugging Face Hub (cached by huggingface_hub), then a plain URL.
+    """
+    style = get_style(style) if isinstance(style, str) else style
+    local = _from_weights_dir(style.name)
+    if local is not None:
+        return local
+    if style.path is not None:
+        if not style.path.is_file():
+            raise WeightsError(f"Weights file for style {style.name!r} not found: {style.path}")
+        return style.path
+
+    tried: list[str] = []
+    sources = []
+    if style.repo_id and style.filename:
+        sources.append((f"the Hugging Face Hub ({style.repo_id}/{style.filename})", _from_hub))
+    if style.url:
+        sources.append((style.url, _from_url))
+    for where, fetch in sources:
+        try:
+            return fetch(style)
+        except Exception as exc:  # network, 404, 5xx, offline: try the next source
+            tried.append(f"  - {where}: {_describe(exc)}")
+    offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if _env_flag("HF_HUB_OFFLINE") else ""
+    raise WeightsError(
+        f"Could not get the weights for style {style.name!r}{offline}; nothing is cached.\n"
+        + "\n".join(tried)
+        + f"\nTo work offline, put the file in a folder as {style.name}.pt (or .safetensors) "
+        f"and set {WEIGHTS_DIR_ENV} to that folder, or pass --weights FILE."
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:
+    """Read a checkpoint without running code from it: safetensors, or a weights-only pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    is_zip = head.startswith(b"PK")
+    if path.suffix == ".safetensors" or (not is_zip and head[8:9] == b"{"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return OrderedDict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path} is not a readable safetensors file ({exc}).") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"Refused to load {path}: it is not a plain tensor checkpoint. It holds Python "
+            "objects that would run code when unpickled, and only weights are loaded "
+            f"(torch.load weights_only=True). Detail: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise WeightsError(
+            f"{path} is not a PyTorch checkpoint (could not read it: {str(exc).splitlines()[0][:200]})."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors.")
+    return OrderedDict(state)
+
+
+def check_state_dict(state: dict[str, torch.Tensor], origin: str = "the checkpoint") -> None:
+    """Raise WeightsError naming missing/unexpected keys and wrong shapes."""
+    expected = {k: tuple(v.shape) for k, v in Generator().state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise WeightsError(
+            f"{origin} is not an AnimeGANv2 generator checkpoint: " + "; ".join(problems) + "."
+        )
+
+
+def load_generator(path: str | Path) -> Generator:
+    """A Generator in eval mode with the weights from ``path`` (checked, strict)."""
+    state = read_state_dict(path)
+    check_state_dict(state, origin=str(path))
+    model = Generator()
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval().requires_grad_(False)
