@@ -1,0 +1,57 @@
+"""Shared test fixtures: the real photos, the proxy weights and a weights folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = ROOT / "examples"
+PROXY_WEIGHTS = DATA / "proxy_toon.pt"  # test data with the published layout, never a style
+PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg"]
+
+
+def photo(name: str) -> Path:
+    """A real photo from examples/ (public domain / CC0, see examples/CREDITS.md)."""
+    return EXAMPLES / name
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    """A folder for ANIMEGAN_WEIGHTS_DIR holding the proxy weights under every style's name."""
+    from animegan.styles import STYLES
+
+    folder = tmp_path_factory.mktemp("weights")
+    for name in STYLES:
+        shutil.copy(PROXY_WEIGHTS, folder / f"{name}.pt")
+    return folder
+
+
+@pytest.fixture
+def offline_weights(weights_dir, monkeypatch) -> Path:
+    """Point ANIMEGAN_WEIGHTS_DIR at the proxy weights for this test."""
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
+    return weights_dir
+
+
+@pytest.fixture(scope="session")
+def stylizer(weights_dir):
+    """One Stylizer for the session, with the proxy weights for every style."""
+    import os
+
+    from animegan import Stylizer
+
+    old = os.environ.get("ANIMEGAN_WEIGHTS_DIR")
+    os.environ["ANIMEGAN_WEIGHTS_DIR"] = str(weights_dir)
+    try:
+        s = Stylizer()
+        s.backend()  # load while the variable is set
+        yield s
+    finally:
+        if old is None:
+            os.environ.pop("ANIMEGAN_WEIGHTS_DIR", None)
+        else:
+            os.environ["ANIMEGAN_WEIGHTS_DIR"] = old
