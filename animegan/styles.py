@@ -91,7 +91,7 @@ def get_style(name: str) -> Style:
         return STYLES[name]
     except KeyError:
         known = ", ".join(STYLES)
-        raise KeyError(f"Unknown style {name!r}. Known styles: {known}.") from None
+        raise ValueError(f"Unknown style {name!r}. Known styles: {known}.") from None
 
 
 def register_style(

@@ -78,10 +78,17 @@ def _from_url(style: Style) -> Path:
     return target
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}"[:300]
+def _describe(exc: BaseException) -> str:
+    """One line for a download failure: the error and, where it wraps one, the root cause."""
+    def line(e: BaseException) -> str:
+        text = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {text[0] if text else ''}"
+
+    root = exc
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    said = line(exc) if root is exc else f"{line(exc)} (cause: {line(root)})"
+    return said[:400]
 
 
 def resolve(style: str | Style) -> Path:

@@ -1,0 +1,85 @@
+"""The command line, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import PROXY_WEIGHTS, ROOT, photo
+from PIL import Image
+
+
+def run_cli(*args, weights_dir=None, cwd=None, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env.pop("ANIMEGAN_WEIGHTS_DIR", None)
+    if weights_dir:
+        env["ANIMEGAN_WEIGHTS_DIR"] = str(weights_dir)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "animegan", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_batch_with_a_bad_file(tmp_path, weights_dir):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.open(photo("chelsea.png")).save(src / "cat.png")
+    Image.open(photo("coffee.png")).save(src / "sub" / "coffee.jpg")
+    (src / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a jpeg cut short")
+    (src / "notes.png").write_text("a text file with an image's name")
+    out = tmp_path / "out"
+    proc = run_cli(src, "-o", out, "--max-side", "128", weights_dir=weights_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert (out / "cat_anime.png").is_file()
+    assert Image.open(out / "sub" / "coffee_anime.png").size == (128, 85)  # subfolders mirrored
+    assert not (out / "sub" / "broken_anime.png").exists()
+    assert "skipped" in proc.stderr and "broken.jpg is truncated or damaged" in proc.stderr
+    assert "notes.png is not an image" in proc.stderr
+    assert "2 of 4 photo(s) written" in proc.stderr and "2 failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_formats_suffix_globs_and_side_by_side(tmp_path, weights_dir):
+    for name in ("chelsea.png", "coffee.png"):
+        shutil.copy(photo(name), tmp_path / name)
+    proc = run_cli(str(tmp_path / "*.png"), "-o", tmp_path / "o", "--format", "jpg", "--suffix", "_x",
+                   "--max-side", "100", "--side-by-side", "-v", weights_dir=weights_dir)
+    assert proc.returncode == 0, proc.stderr
+    img = Image.open(tmp_path / "o" / "chelsea_x.jpg")
+    assert img.format == "JPEG" and img.size == (200, 67)
+    assert "backend torch-" in proc.stderr and "2 of 2" in proc.stderr
+
+
+def test_never_overwrites_an_input(tmp_path, weights_dir):
+    shutil.copy(photo("chelsea.png"), tmp_path / "cat.png")
+    before = (tmp_path / "cat.png").read_bytes()
+    proc = run_cli("cat.png", "-o", ".", "--suffix", "", "--max-side", "64", weights_dir=weights_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cat.png").read_bytes() == before
+    assert Image.open(tmp_path / "cat_anime_out.png").size == (64, 43)
+
+
+def test_weights_file_option(tmp_path):
+    proc = run_cli(photo("chelsea.png"), "-o", tmp_path, "--weights", PROXY_WEIGHTS, "--max-side", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "chelsea_anime.png").is_file()
+
+
+def test_missing_weights_and_missing_files(tmp_path):
+    proc = run_cli(photo("chelsea.png"), "-o", tmp_path, env_extra={"HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1
+    assert "ANIMEGAN_WEIGHTS_DIR" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(tmp_path / "nothing_here.jpg", "-o", tmp_path, weights_dir=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_help_and_list_styles():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "examples:" in proc.stdout and "ANIMEGAN_WEIGHTS_DIR" in proc.stdout
+    proc = run_cli("--list-styles")
+    assert proc.returncode == 0
+    for name in ("face_paint_512_v2", "face_paint_512_v1", "celeba_distill", "paprika"):
+        assert name in proc.stdout
+    proc = run_cli()
+    assert proc.returncode == 2 and "give at least one photo" in proc.stderr

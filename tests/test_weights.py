@@ -1,0 +1,182 @@
+"""Safe loading of checkpoints, and downloads through huggingface_hub against a local Hub."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+
+import pytest
+import torch
+from conftest import PROXY_WEIGHTS
+from hub_server import FakeHub
+from safetensors.torch import save_file
+
+from animegan import Generator, WeightsError, register_style
+from animegan.styles import STYLES
+from animegan.weights import load_generator, resolve
+
+PROXY_BYTES = PROXY_WEIGHTS.read_bytes()
+
+
+def proxy_state() -> OrderedDict:
+    return torch.load(PROXY_WEIGHTS, weights_only=True)
+
+
+# --- loading -------------------------------------------------------------------------
+def test_loads_published_pickle_and_safetensors_copy_identically(tmp_path):
+    st = tmp_path / "copy.safetensors"
+    save_file(dict(proxy_state()), str(st))
+    a, b = load_generator(PROXY_WEIGHTS), load_generator(st)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    assert not a.training
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    sd = proxy_state()
+    del sd["block_e.2.1.weight"]
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError) as info:
+        load_generator(tmp_path / "bad.pt")
+    msg = str(info.value)
+    assert "1 missing keys: block_e.2.1.weight" in msg and "1 unexpected keys: extra.weight" in msg
+
+
+def test_wrong_shapes_are_named(tmp_path):
+    sd = proxy_state()
+    sd["out_layer.0.weight"] = torch.zeros(3, 64, 1, 1)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match=r"wrong shapes: out_layer.0.weight: \(3, 64, 1, 1\) \(expected \(3, 32, 1, 1\)\)"):
+        load_generator(tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_random_bytes_are_not_a_checkpoint(tmp_path, suffix):
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(WeightsError, match="not a"):
+        load_generator(path)
+
+
+def test_a_state_dict_of_something_else(tmp_path):
+    torch.save({"weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not an AnimeGANv2 generator checkpoint: 77 missing keys"):
+        load_generator(tmp_path / "other.pt")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create a file when unpickled
+
+
+def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"block_a.0.1.weight": _Exploit(str(marker))}, path)
+    with pytest.raises(WeightsError, match="Refused to load"):
+        load_generator(path)
+    assert not marker.exists()
+    # and a bare pickle (not torch's zip format) too
+    path.write_bytes(pickle.dumps(_Exploit(str(marker))))
+    with pytest.raises(WeightsError):
+        load_generator(path)
+    assert not marker.exists()
+
+
+# --- resolving and downloading ---------------------------------------------------------
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A local Hub on 127.0.0.1 with the proxy weights as face_paint_512_v2, and an empty cache."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
+    server = FakeHub()
+    server.add_hub_file("akhaliq/AnimeGANv2-pytorch", "face_paint_512_v2.pt", PROXY_BYTES)
+    with server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+def test_download_once_then_cache_with_server_stopped(hub, monkeypatch, tmp_path):
+    path = resolve("face_paint_512_v2")
+    assert path.read_bytes() == PROXY_BYTES
+    assert str(path).startswith(str(tmp_path / "hf" / "hub"))  # huggingface_hub's cache, under HF_HOME
+    assert hub.downloads() >= 1
+    hub.stop()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert resolve("face_paint_512_v2") == path
+
+
+def test_offline_mode_uses_the_cache(hub, monkeypatch):
+    path = resolve("face_paint_512_v2")
+    before = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve("face_paint_512_v2") == path
+    assert len(hub.requests) == before  # not even a HEAD
+
+
+def test_offline_mode_without_cache_names_the_override(hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as info:
+        resolve("face_paint_512_v2")
+    msg = str(info.value)
+    assert "HF_HUB_OFFLINE is set" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
+    assert hub.requests == []
+
+
+def test_404_is_a_clear_error(hub):
+    register_style("missing_style", repo_id="akhaliq/AnimeGANv2-pytorch", filename="nope.pt")
+    try:
+        with pytest.raises(WeightsError) as info:
+            resolve("missing_style")
+    finally:
+        STYLES.pop("missing_style")
+    msg = str(info.value)
+    assert "missing_style" in msg and "404" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
+
+
+def test_500_is_a_clear_error(hub):
+    hub.status = 500  # huggingface_hub retries 5xx with backoff (about 20 s), then gives up
+    register_style("broken_hub", repo_id="akhaliq/AnimeGANv2-pytorch", filename="face_paint_512_v2.pt")
+    try:
+        with pytest.raises(WeightsError) as info:
+            resolve("broken_hub")
+    finally:
+        STYLES.pop("broken_hub")
+    assert "500" in str(info.value) and "nothing is cached" in str(info.value)
+
+
+def test_url_fallback_downloads_once(hub):
+    url = hub.add_url_file("/bryandlee/animegan2-pytorch/raw/main/weights/paprika.pt", PROXY_BYTES)
+    register_style("url_style", url=url)
+    try:
+        first = resolve("url_style")
+        n = hub.downloads()
+        assert resolve("url_style") == first and hub.downloads() == n
+        assert first.read_bytes() == PROXY_BYTES
+    finally:
+        STYLES.pop("url_style")
+
+
+def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):
+    save_file(dict(proxy_state()), str(tmp_path / "paprika.safetensors"))
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert resolve("paprika") == tmp_path / "paprika.safetensors"
+    assert isinstance(load_generator(resolve("paprika")), Generator)
+
+
+def test_a_user_style_from_a_local_file(tmp_path):
+    style = register_style("mine", path=PROXY_WEIGHTS, title="Mine")
+    try:
+        assert resolve(style) == PROXY_WEIGHTS
+    finally:
+        STYLES.pop("mine")
+    with pytest.raises(ValueError, match="needs a local path"):
+        register_style("nothing")
