@@ -48,7 +48,8 @@ def test_wrong_shapes_are_named(tmp_path):
     sd = proxy_state()
     sd["out_layer.0.weight"] = torch.zeros(3, 64, 1, 1)
     torch.save(sd, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match=r"wrong shapes: out_layer.0.weight: \(3, 64, 1, 1\) \(expected \(3, 32, 1, 1\)\)"):
+    expected = r"wrong shapes: out_layer.0.weight: \(3, 64, 1, 1\) \(expected \(3, 32, 1, 1\)\)"
+    with pytest.raises(WeightsError, match=expected):
         load_generator(tmp_path / "bad.pt")
 
 
