@@ -10,5 +10,5 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 python3 -m pip install -q -r requirements.txt -e ".[test]"
-python3 -m ruff check animegan tests app.py benchmarks
+python3 -m ruff check .
 python3 -m pytest "$@"
