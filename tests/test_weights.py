@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -131,38 +132,38 @@ def test_offline_mode_without_cache_names_the_override(hub, monkeypatch):
     assert hub.requests == []
 
 
-def test_404_is_a_clear_error(hub):
-    register_style("missing_style", repo_id="akhaliq/AnimeGANv2-pytorch", filename="nope.pt")
+@contextmanager
+def user_style(name, **source):
+    register_style(name, **source)
     try:
+        yield name
+    finally:
+        STYLES.pop(name)
+
+
+def test_404_is_a_clear_error(hub):
+    with user_style("missing_style", repo_id="akhaliq/AnimeGANv2-pytorch", filename="nope.pt"):
         with pytest.raises(WeightsError) as info:
             resolve("missing_style")
-    finally:
-        STYLES.pop("missing_style")
     msg = str(info.value)
     assert "missing_style" in msg and "404" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
 
 
 def test_500_is_a_clear_error(hub):
     hub.status = 500  # huggingface_hub retries 5xx with backoff (about 20 s), then gives up
-    register_style("broken_hub", repo_id="akhaliq/AnimeGANv2-pytorch", filename="face_paint_512_v2.pt")
-    try:
+    with user_style("broken_hub", repo_id="akhaliq/AnimeGANv2-pytorch", filename="face_paint_512_v2.pt"):
         with pytest.raises(WeightsError) as info:
             resolve("broken_hub")
-    finally:
-        STYLES.pop("broken_hub")
     assert "500" in str(info.value) and "nothing is cached" in str(info.value)
 
 
 def test_url_fallback_downloads_once(hub):
     url = hub.add_url_file("/bryandlee/animegan2-pytorch/raw/main/weights/paprika.pt", PROXY_BYTES)
-    register_style("url_style", url=url)
-    try:
+    with user_style("url_style", url=url):
         first = resolve("url_style")
         n = hub.downloads()
         assert resolve("url_style") == first and hub.downloads() == n
         assert first.read_bytes() == PROXY_BYTES
-    finally:
-        STYLES.pop("url_style")
 
 
 def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):
@@ -174,10 +175,7 @@ def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):
 
 
 def test_a_user_style_from_a_local_file(tmp_path):
-    style = register_style("mine", path=PROXY_WEIGHTS, title="Mine")
-    try:
-        assert resolve(style) == PROXY_WEIGHTS
-    finally:
-        STYLES.pop("mine")
+    with user_style("mine", path=PROXY_WEIGHTS, title="Mine"):
+        assert resolve("mine") == PROXY_WEIGHTS
     with pytest.raises(ValueError, match="needs a local path"):
         register_style("nothing")
