@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -182,7 +183,10 @@ def _side_by_side(before: Image.Image, after: Image.Image) -> Image.Image:
     return canvas
 
 
-_shared: dict[tuple, Stylizer] = {}
+@functools.cache
+def shared_stylizer() -> Stylizer:
+    """The process-wide Stylizer behind :func:`stylize` (models load once per process)."""
+    return Stylizer()
 
 
 def stylize(
@@ -193,5 +197,4 @@ def stylize(
     **options,
 ) -> Image.Image:
     """Photo in (path, bytes, PIL image or array), anime image out (PIL)."""
-    stylizer = _shared.setdefault((), Stylizer(style))
-    return stylizer.run(image, style, face_crop=face_crop, max_side=max_side, **options).image
+    return shared_stylizer().run(image, style, face_crop=face_crop, max_side=max_side, **options).image
