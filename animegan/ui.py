@@ -330,6 +330,12 @@ def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
                     height=380,
                     elem_id="input-image",
                 )
+                gr.Examples(
+                    [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],
+                    inputs=[photo],
+                    label="Examples (public-domain photos, credits below): click one, then press the button",
+                    examples_per_page=len(EXAMPLE_PHOTOS),
+                )
                 style = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
                                  elem_id="style-picker")
                 faces = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
@@ -349,17 +355,11 @@ def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
                                                  max_height=420, elem_id="compare-slider")
                 status = gr.Markdown("", elem_id="status")
                 gr.Markdown(HOW_TO, elem_id="how-to")
-        gr.Examples(
-            [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],
-            inputs=[photo],
-            label="Examples: public-domain photos (credits below), click one, then press the button",
-            examples_per_page=len(EXAMPLE_PHOTOS),
-        )
         gr.Markdown(footer(), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
         run.click(app.stylize_page, [photo, style, faces, side], [result, compare, status],
-                  api_visibility="private", **common)
+                  api_visibility="private", show_progress_on=[result], **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")

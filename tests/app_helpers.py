@@ -163,23 +163,39 @@ def result_src(page) -> str:
 
 
 def status_text(page) -> str:
-    return page.evaluate("() => document.querySelector('#status')?.innerText || ''")
+    return page.evaluate("() => document.querySelector('#status [data-testid=markdown]')?.innerText || ''")
+
+
+_WATCH_JS = """() => {
+  // Note when the result's progress tracker shows work going on: an identical result from the
+  // cache keeps the same file and status line, so that is the sure sign a press was answered.
+  const box = document.querySelector('#result-image');
+  const busy = () => { const t = box.querySelector('[data-testid=status-tracker]');
+                       return t && !t.classList.contains('hide'); };
+  window.__animeBusySeen = false;
+  if (window.__animeObserver) window.__animeObserver.disconnect();
+  window.__animeObserver = new MutationObserver(() => { if (busy()) window.__animeBusySeen = true; });
+  window.__animeObserver.observe(box, {attributes: true, childList: true, subtree: true});
+}"""
+
+_DONE_JS = """prev => {
+  const i = document.querySelector('#result-image img');
+  const s = document.querySelector('#status [data-testid=markdown]')?.innerText || '';
+  const t = document.querySelector('#result-image [data-testid=status-tracker]');
+  if (!i || !i.src || !i.complete || i.naturalWidth === 0 || !s.includes(' x ')) return false;
+  if (t && !t.classList.contains('hide')) return false;  // still working
+  return i.src !== prev.src || s !== prev.status || window.__animeBusySeen;
+}"""
 
 
 def press_and_wait(page, timeout_ms: int = 180_000) -> tuple[float, str]:
-    """Press the button and wait for the new result: a new image that has loaded, or (for
-    an identical result from the cache, same file) a new status line. (seconds, status)."""
+    """Press the button and wait until the page shows the answer: the result image loaded
+    and the status line written. Returns (seconds from the click, status line)."""
     before = {"src": result_src(page), "status": status_text(page)}
+    page.evaluate(_WATCH_JS)
     start = time.perf_counter()
     page.click("#run-button")
-    page.wait_for_function(
-        """prev => {
-             const i = document.querySelector('#result-image img');
-             const s = document.querySelector('#status')?.innerText || '';
-             if (!i || !i.src || !i.complete || i.naturalWidth === 0 || !s.includes(' x ')) return false;
-             return i.src !== prev.src || s !== prev.status;
-           }""",
-        arg=before, timeout=timeout_ms, polling="raf")
+    page.wait_for_function(_DONE_JS, arg=before, timeout=timeout_ms, polling="raf")
     return time.perf_counter() - start, status_text(page)
 
 
