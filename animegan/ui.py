@@ -176,9 +176,13 @@ class App:
         except images.ImageError as exc:
             raise gr.Error(str(exc), title="Not a usable image", print_exception=False) from None
         except WeightsError as exc:
-            self.unavailable[style] = str(exc).splitlines()[0]
-            raise gr.Error(f"The {STYLES[style].title} style is unavailable: {exc}", title="Weights unavailable",
-                           print_exception=False) from None
+            log.warning("weights for %s: %s", style, exc)
+            first = str(exc).splitlines()[0]
+            self.unavailable[style] = first
+            raise gr.Error(
+                f"The {STYLES[style].title} style is unavailable. {first} To provide its weights, put "
+                f"{style}.pt (or .safetensors) in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
+                title="Weights unavailable", print_exception=False) from None
         except ImportError as exc:  # face mode needs the face module and facenet-pytorch
             raise gr.Error(f"Face mode is not available on this server ({exc}). Set faces to Off.",
                            title="Face mode unavailable", print_exception=False) from None

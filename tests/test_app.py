@@ -151,6 +151,19 @@ def test_size_policy_is_clamped_on_the_server(stylizer, monkeypatch):
     assert "256 x 171" in status
 
 
+def test_progress_reports_the_weights_then_stylizing(offline_weights):
+    from animegan import Stylizer, ui
+
+    seen = []
+    app = ui.App(Stylizer())  # nothing loaded yet: the first use loads the weights
+    app.stylize_page({"path": str(photo("camera.png"))}, "face_paint_512_v1", "off", 256,
+                     progress=lambda fraction, desc=None: seen.append((fraction, desc)))
+    texts = [desc for _, desc in seen]
+    assert texts[0] == "Loading the Face Paint v1 weights"
+    assert "Stylizing" in texts and texts[-1] == "Done"
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
 def test_missing_image_is_a_readable_error(stylizer):
     import gradio as gr
 
@@ -165,3 +178,52 @@ def test_missing_image_is_a_readable_error(stylizer):
 def test_readme_snippet_names_the_endpoint():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert 'api_name="/stylize"' in readme
+
+
+def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
+    """In process, with a slow stand-in Stylizer: a full queue turns callers away with a
+    'busy, try again' message instead of piling up work, and jobs never overlap."""
+    import threading
+
+    from app_helpers import free_port
+
+    from animegan import ui
+    from animegan.stylizer import Result
+
+    class SlowStylizer:
+        running = overlap = 0
+        lock = threading.Lock()
+
+        def run(self, src, style, **options):
+            with self.lock:
+                SlowStylizer.running += 1
+                SlowStylizer.overlap = max(SlowStylizer.overlap, SlowStylizer.running)
+            time.sleep(1.5)
+            with self.lock:
+                SlowStylizer.running -= 1
+            return Result(Image.new("RGB", (32, 32), "pink"), style, (32, 32), 1.5, "stand-in")
+
+        def is_loaded(self, style):
+            return True
+
+    monkeypatch.setattr(ui, "QUEUE_SIZE", 1)
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = ui.build(ui.App(SlowStylizer()), check_weights=False)
+    port = free_port()
+    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        jobs = [client.submit(handle_file(str(photo("camera.png"))), "paprika", "off", api_name="/stylize")
+                for _ in range(4)]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=60)
+                outcomes.append("done")
+            except Exception as exc:  # gradio_client's QueueError: "Queue is full! Please try again."
+                assert "try again" in str(exc).lower(), exc
+                outcomes.append("busy")
+        assert outcomes.count("done") >= 1 and outcomes.count("busy") >= 1, outcomes
+        assert SlowStylizer.overlap == 1
+    finally:
+        demo.close()
