@@ -45,7 +45,7 @@ MAX_PIXELS = 40_000_000  # decoded pixels; bigger files are refused with a messa
 MAX_FILE_SIZE = "25mb"
 STARTUP_TIMEOUT = float(_env_int("ANIMEGAN_STARTUP_TIMEOUT", 60))  # seconds to look for weights at start
 
-FACE_MODES = {"off": "Off", "portrait": "Portrait (crop to the face)", "paste": "Faces pasted back"}
+FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
 
 
 def clamp_side(value: Any) -> int:
@@ -262,7 +262,7 @@ def theme() -> gr.themes.Base:
 
 CSS = """
 .gradio-container { max-width: 1120px !important; margin: 0 auto !important; }
-#header { text-align: center; padding: 6px 0 2px; }
+#header { text-align: center; padding: 0; }
 #header h1 { color: #862e50; font-size: 2rem; margin: 0; letter-spacing: .01em; }
 #header p { color: #6b5a60; margin: 4px 0 0; }
 #notice { background: #fff3cd; border: 1px solid #e8c77a; border-radius: 12px; padding: 4px 14px; color: #4a3500; }
@@ -272,6 +272,7 @@ CSS = """
 #footer { text-align: center; font-size: .85rem; color: #6b5a60; border-top: 1px solid #f6d5e0; padding-top: 8px; }
 #footer p { margin: 2px 0; }
 #style-picker label { width: 100%; }
+@media (min-width: 1024px) { #style-picker label { width: calc(50% - 6px); } }
 button[role="tab"][aria-selected="true"] { color: #a83a64 !important; font-weight: 600; }
 @media (max-width: 480px) {
   .gradio-container { padding: 0 6px !important; }
@@ -288,8 +289,9 @@ HEADER = """
 
 HOW_TO = (
     "Upload, paste or snap a photo, pick a style, press the button. Faces look best in the "
-    "Face Paint styles; scenes in Paprika. When many people are here at once you may be asked "
-    "to try again in a moment."
+    "Face Paint styles; scenes in Paprika. **Faces**: *Portrait crop* makes a square portrait of "
+    "the largest face; *Paste faces back* stylizes each face and blends it into the photo. When "
+    "many people are here at once you may be asked to try again in a moment."
 )
 
 
@@ -331,24 +333,22 @@ def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
                     type="filepath",
                     image_mode=None,
                     webcam_options=gr.WebcamOptions(mirror=True),
-                    height=380,
+                    height=300,
                     elem_id="input-image",
                 )
+                style = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
+                                 elem_id="style-picker")
+                faces = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
+                                 label="Faces", elem_id="face-mode")
+                side = gr.Slider(SIDE_MIN, SIDE_LIMIT, value=DEFAULT_SIDE, step=64, label="Output size (px)",
+                                 info=side_help, elem_id="output-size")
+                run = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")
                 gr.Examples(
                     [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],
                     inputs=[photo],
                     label="Examples (public-domain photos, credits below): click one, then press the button",
                     examples_per_page=len(EXAMPLE_PHOTOS),
                 )
-                style = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
-                                 elem_id="style-picker")
-                faces = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
-                                 label="Faces", info="Portrait: a square crop of the largest face. "
-                                 "Pasted back: each face stylized and blended into the photo.",
-                                 elem_id="face-mode")
-                side = gr.Slider(SIDE_MIN, SIDE_LIMIT, value=DEFAULT_SIDE, step=64, label="Output size (px)",
-                                 info=side_help, elem_id="output-size")
-                run = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")
             with gr.Column(scale=1, min_width=320):
                 with gr.Tabs():
                     with gr.Tab("Anime", id="anime"):
@@ -363,7 +363,7 @@ def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
         run.click(app.stylize_page, [photo, style, faces, side], [result, compare, status],
-                  api_visibility="private", show_progress_on=[result], **common)
+                  api_visibility="private", show_progress_on=[result], scroll_to_output=True, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
