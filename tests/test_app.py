@@ -69,6 +69,16 @@ def test_bad_files_get_a_message_and_the_server_keeps_serving(client, tmp_path, 
     with pytest.raises(AppError, match="truncated or damaged"):
         stylize(client, truncated)
 
+    huge = tmp_path / "huge.png"  # 42 megapixels, a small file: refused before decoding
+    Image.new("L", (7000, 6000), 128).save(huge)
+    with pytest.raises(AppError, match="megapixels"):
+        stylize(client, huge)
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8), "pink").save(tiny)
+    with pytest.raises(AppError, match="at least 16 px"):
+        stylize(client, tiny)
+
     with pytest.raises(AppError, match="Unknown style"):
         stylize(client, photo("camera.png"), style="no_such_style")
     with pytest.raises(AppError, match="Face crop must be one of"):
