@@ -112,8 +112,9 @@ def detect_faces(
     min_px = min_face * max(small.size)
     mtcnn = _get_detector()
     with INFERENCE_LOCK, torch.inference_mode():
-        # MTCNN's image pyramid stops at faces of min_face_size; a larger floor is faster.
-        mtcnn.min_face_size = max(12, int(min_px * 0.8))
+        # The image pyramid starts at faces of min_face_size: the smaller, the slower
+        # (on a 512 px photo on 2 threads: 12 px ~110 ms, 15 px ~75 ms, 20 px ~55 ms).
+        mtcnn.min_face_size = max(12, round(min_px))
         boxes, probs = mtcnn.detect(np.asarray(small))
     if boxes is None:
         return []
