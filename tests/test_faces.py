@@ -117,6 +117,11 @@ def test_threshold_and_min_size_drop_faces():
     assert len(detect_faces(img, min_face=0.1)) == 1
 
 
+@pytest.mark.parametrize("size", [(600, 16), (16, 16), (3000, 40)])
+def test_thin_or_tiny_images_have_no_face(size):
+    assert detect_faces(Image.new("RGB", size, (200, 150, 120))) == []
+
+
 def test_one_detector_shared_by_threads():
     from animegan import faces as faces_module
 
