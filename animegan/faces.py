@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 DETECT_SIDE = 640  # detect on a copy whose long side is at most this
 THRESHOLD = 0.95  # MTCNN's final (ONet) probability; real faces score 0.99+
 MIN_FACE = 0.03  # ignore faces whose box is smaller than this fraction of the photo's long side
+MIN_FACE_PX = 20  # ... or than this many pixels in the copy detection runs on
 MAX_FACES = 8
 # Square side = MARGIN x the box's longer side. The known demo frames faces FFHQ-style from
 # landmarks, enlarged 1.3x; on our photos' MTCNN landmarks that is 1.98-2.13x the box.
@@ -100,7 +101,8 @@ def detect_faces(
 
     Detection runs on a copy whose long side is at most ``detect_side`` and the boxes are
     mapped back, so a 12-megapixel photo costs about as much as a small one. Faces below
-    ``threshold`` probability or smaller than ``min_face`` x the photo's long side are dropped.
+    ``threshold`` probability or smaller than ``min_face`` x the photo's long side (and
+    than ``MIN_FACE_PX`` in the detection copy) are dropped.
     """
     rgb = img if img.mode == "RGB" else img.convert("RGB")
     w, h = rgb.size
@@ -108,9 +110,10 @@ def detect_faces(
     if max(w, h) > detect_side:
         k = detect_side / max(w, h)
         small = rgb.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    # The image pyramid starts at faces of min_face_size: the smaller, the slower
-    # (on a 512 px photo on 2 threads: 12 px ~110 ms, 15 px ~75 ms, 20 px ~55 ms).
-    min_size = max(12, round(min_face * max(small.size)))
+    # The image pyramid starts at faces of min_face_size: the smaller, the slower (on a
+    # 512 px photo on 2 threads: 12 px ~110 ms, 15 px ~75 ms, 20 px ~55 ms). Below 20 px
+    # (facenet's own default) a face upscaled to 512 has nothing left for the model anyway.
+    min_size = max(MIN_FACE_PX, round(min_face * max(small.size)))
     if min(small.size) < min_size:
         return []  # no face that large fits (and MTCNN would fail on an empty pyramid)
     mtcnn = _get_detector()
