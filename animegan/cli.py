@@ -23,6 +23,7 @@ examples:
   animegan holiday/ -o anime --format jpg  every photo under holiday/, subfolders mirrored
   animegan "shots/*.png" --style paprika   quote globs so animegan expands them
   animegan me.jpg --face-crop portrait     a 512 x 512 portrait of the largest face
+  animegan group.jpg --face-crop paste     every face redone with the face model, blended back
   animegan me.jpg --side-by-side           the photo and its anime version together
   animegan --list-styles                   what --style accepts
 

@@ -139,7 +139,7 @@ class Stylizer:
             out, faces, notes = stylize_faces(self, style, source, mode, report)
         if side_by_side:
             out = _side_by_side(images.resize(source, out.size), out)
-        elif mode != "portrait":
+        elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
             if keep_size:
                 out = images.resize(out, decoded.rgb.size)
             out = images.with_alpha(out, decoded.alpha)
