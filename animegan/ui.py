@@ -205,7 +205,7 @@ class App:
         """The button: the image, a before/after pair and the status line."""
         result = self._run(image, style, face_crop, side, progress)
         for note in result.notes:
-            gr.Warning(note)
+            gr.Info(note)
         before = _before(image_source(image), result.image.size)
         return result.image, (before, result.image), f"✅ {result.summary()}"
 

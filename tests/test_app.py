@@ -237,3 +237,13 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
         assert SlowStylizer.overlap == 1
     finally:
         demo.close()
+
+
+def test_face_modes_through_the_api(client):
+    portrait = stylize(client, photo("astronaut.png"), face_crop="portrait")
+    assert portrait.size == (512, 512)
+    whole = stylize(client, photo("astronaut.png"))
+    assert not np.array_equal(np.asarray(portrait), np.asarray(whole))  # a framed face, not the photo
+    pasted = stylize(client, photo("coffee.png"), face_crop="paste")  # no face: the whole photo
+    assert pasted.size == (512, 341)
+    assert np.array_equal(np.asarray(pasted), np.asarray(stylize(client, photo("coffee.png"))))
