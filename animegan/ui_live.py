@@ -45,7 +45,9 @@ def add_live_tab(
     """A tab that streams the webcam through the style and back at a reduced size.
 
     Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
-    (one frame per call, for API clients; same dropping rule). Returns the components.
+    (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
+    a frame that arrives while another is being stylized gets no image and a status that
+    starts with "dropped (busy)"). Returns the components.
     """
     engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit)
 
@@ -68,8 +70,9 @@ def add_live_tab(
         if frame is None:
             raise gr.Error("No frame received; send an image.")
         session, result = run(frame, session, style, size, face)
-        status = result.status if result.processed else "dropped (busy) · " + result.status
-        return result.image, status, session
+        if not result.processed:  # no new picture: say so rather than send the last one again
+            return None, "dropped (busy) · " + result.status, session
+        return result.image, result.status, session
 
     with gr.Tab(label, id="live"):
         gr.Markdown(
