@@ -104,6 +104,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--frames", type=int, default=40, help="live frames to time (after 5 warm-up)")
     p.add_argument("--seconds", type=float, default=2.0, help="length of the 480p test clip")
+    p.add_argument("--clip-sizes", default="512,full",
+                   help="video size policies to time, comma-separated: long side in px or full (default: %(default)s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video.md"))
     args = p.parse_args()
 
@@ -136,7 +138,9 @@ def main() -> int:
         f"(median {live['ms']:.0f} ms; quartiles {lo:.1f}-{hi:.1f} frames/s; {parts}) |",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for side, label in ((512, "default size policy (512 px long side -> 512 x 288)"), (None, "full 854 x 480")):
+        for item in filter(None, args.clip_sizes.split(",")):
+            side = None if item == "full" else int(item)
+            label = "full 854 x 480" if side is None else f"size policy {side} px long side"
             clip = bench_clip(stylizer, args.seconds, side, Path(tmp))
             w, h = clip["size"]
             lines.append(
