@@ -152,7 +152,7 @@ class LiveSession:
             parts.append(f"{self.last_latency * 1000:.0f} ms per frame")
         if self.last_image is not None:
             parts.append(f"{self.last_image.width} x {self.last_image.height}")
-        parts.append(f"{self.processed} shown, {self.dropped} dropped")
+        parts.append(f"{self.processed} shown" + (f", {self.dropped} skipped while busy" if self.dropped else ""))
         if limit:
             parts.append(f"{max(0.0, limit - (now - self.started)):.0f} s left")
         if self.note:
