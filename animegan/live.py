@@ -227,7 +227,8 @@ class LiveStylizer:
                 img = self._frame_face(session, img)
             else:
                 session.note = ""
-            small = images.resize(img, images.fit_size(img.size, side))
+            # portrait framing always gives side x side (a small face square is enlarged)
+            small = images.resize(img, (side, side) if face_crop else images.fit_size(img.size, side))
             x = images.to_array(small)
             if not INFERENCE_LOCK.acquire(blocking=False):
                 return session, self._drop(session, now)
@@ -241,7 +242,8 @@ class LiveStylizer:
             self._busy.release()
         session.processed += 1
         session.last_image, session.last_latency = out, seconds
-        session.done_times.append(time.monotonic())
+        session.last_seen = time.monotonic()  # a slow frame is not a pause between two starts
+        session.done_times.append(session.last_seen)
         return session, FrameResult(out, True, session.status(self.time_limit), seconds)
 
     def _drop(self, session: LiveSession, now: float) -> FrameResult:
