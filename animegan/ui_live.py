@@ -173,5 +173,5 @@ def add_video_tab(
                 out = gr.Video(label="Anime clip", format=None, interactive=False, elem_id="video-output")
                 status = gr.Textbox(label="Result", interactive=False, elem_id="video-status")
         button.click(on_video, [clip, style, side, trim], [out, status], api_name="stylize_video",
-                     concurrency_limit=concurrency_limit, concurrency_id="video")
+                     concurrency_limit=concurrency_limit, concurrency_id="video", show_progress_on=out)
     return {"input": clip, "output": out, "status": status, "style": style, "side": side, "trim": trim}

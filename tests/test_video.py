@@ -210,3 +210,41 @@ def test_not_a_clip(stylizer, tmp_path):
     with pytest.raises(VideoError, match="No such file"):
         stylize_video(stylizer, tmp_path / "missing.mp4")
     assert video.is_video_path("a/B.MOV") and not video.is_video_path("a/b.png")
+
+
+# -- the tab, in a real browser ----------------------------------------------------------------------
+def test_video_tab_in_chromium(server, clip):
+    import shutil
+    from pathlib import Path
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
+    path, _ = clip
+    screenshots = ROOT / "screenshots"
+    screenshots.mkdir(exist_ok=True)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server, wait_until="load")
+            page.get_by_role("tab", name="Video").click(timeout=60_000)
+            page.locator("#video-input input[type=file]").set_input_files(str(path))
+            page.locator("#video-input video").wait_for(timeout=30_000)
+            page.evaluate(  # note every progress text the page shows
+                "() => { window.progress = new Set(); new MutationObserver(() => {"
+                " for (const m of document.body.innerText.matchAll(/(\\d+)\\/20 frames/g)) window.progress.add(m[0]);"
+                " }).observe(document.body, {subtree: true, childList: true, characterData: true}); }")
+            page.get_by_role("button", name="Stylize the clip").click()
+            page.wait_for_function(  # the anime clip, playable in the browser, at the clip's size
+                "() => { const v = document.querySelector('#video-output video');"
+                " return v && v.readyState >= 2 && v.videoWidth === 160 && v.videoHeight === 120; }",
+                timeout=120_000)
+            assert "20 frames at 10 fps" in page.input_value("#video-status textarea")
+            assert page.evaluate("() => [...window.progress]")  # the progress bar counted frames, e.g. 7/20 frames
+            page.screenshot(path=str(screenshots / "video_tab.png"))
+        finally:
+            browser.close()
