@@ -46,9 +46,13 @@ class StreamSession:
         self.event_id = r.json()["event_id"]
         self._reader.start()
 
-    def send(self, data: list) -> None:
+    def send(self, data: list) -> bool:
+        """Post the next frame; False when the server has ended this stream (404)."""
         r = self.http.post(f"{self.base}/gradio_api/stream/{self.event_id}", json=self._body(data))
+        if r.status_code == 404:
+            return False
         r.raise_for_status()
+        return True
 
     def close(self) -> None:
         if self.event_id:

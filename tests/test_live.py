@@ -188,6 +188,34 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
         stream.close()
 
 
+def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
+    from servers import live_app
+    from stream_client import StreamSession
+
+    with live_app(weights_dir, tmp_path / "app.log", ANIMEGAN_LIVE_TIME_LIMIT="3") as url:
+        stream = StreamSession(url, "live")
+        args = ["face_paint_512_v2", 128, False]
+        frame = stream.upload(marked_frame(1))
+        stream.start([frame, None, *args])
+        deadline = time.monotonic() + 60
+        while not stream.done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            if not stream.send([frame, None, *args]):
+                break  # the server ended the stream
+        assert stream.done.wait(30)
+        last = stream.messages[-1][1]
+        assert last["msg"] == "process_completed" and last["success"] is False
+        assert "stops after 3 s so that everyone gets a turn" in last["output"]["error"]
+        assert stream.outputs()  # frames were shown until then
+        stream.close()
+        # another visitor (or the same one starting again) is served
+        again = StreamSession(url, "live")
+        again.start([again.upload(marked_frame(2)), None, *args])
+        _, data = wait_for_outputs(again, 1)[0]
+        assert read_mark(again.fetch(data[0])) == 2
+        again.close()
+
+
 def test_frame_endpoint_drops_a_burst_and_keeps_serving(server):
     from gradio_client import Client, handle_file
 
