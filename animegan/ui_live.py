@@ -1,12 +1,17 @@
 """Gradio tabs for the live webcam and for video clips.
 
-Call these inside an open ``gr.Blocks`` (and ``gr.Tabs``) with the app's one Stylizer::
+Call these inside an open ``gr.Blocks`` and ``gr.Tabs`` with the app's one Stylizer::
 
     with gr.Blocks() as demo:
         with gr.Tabs():
-            ...                       # the photo tab
-            add_live_tab(stylizer)    # endpoints /live (stream) and /stylize_frame
-            add_video_tab(stylizer)   # endpoint /stylize_video
+            with gr.Tab("Photo", id="photo"):
+                ...                                   # the photo page
+            add_live_tab(stylizer)                    # endpoints /live (stream) and /stylize_frame
+            add_video_tab(stylizer)                   # endpoint /stylize_video
+
+Concurrency ids: "live" and "live_api" (4 each: a dropped frame costs nothing) and
+"video" (1). Every model pass still takes ``runtime.INFERENCE_LOCK``, so a clip's frames
+take turns with photos; live frames never wait for it (they are dropped instead).
 """
 
 from __future__ import annotations
@@ -41,8 +46,13 @@ def add_live_tab(
     stream_every: float = LIVE_STREAM_EVERY,
     concurrency_limit: int = LIVE_CONCURRENCY,
     label: str = "Live webcam",
+    style_choices: list[tuple[str, str]] | None = None,
+    default_style: str | None = None,
 ) -> dict:
     """A tab that streams the webcam through the style and back at a reduced size.
+
+    ``style_choices`` ((label, name) pairs) and ``default_style`` let the app offer the
+    same styles as its photo tab (for example only those whose weights are available).
 
     Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
     (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
@@ -85,7 +95,8 @@ def add_live_tab(
                 cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="pil",
                                elem_id="live-webcam")
                 with gr.Row():
-                    style = gr.Dropdown(_style_choices(), value=stylizer.style, label="Style")
+                    style = gr.Dropdown(style_choices or _style_choices(), value=default_style or stylizer.style,
+                                        label="Style")
                     size = gr.Slider(live.MIN_SIDE, live.MAX_SIDE, value=side, step=32,
                                      label="Size (long side, px)")
                 face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
@@ -127,6 +138,8 @@ def add_video_tab(
     max_side: int = video.DEFAULT_VIDEO_MAX_SIDE,
     concurrency_limit: int = VIDEO_CONCURRENCY,
     label: str = "Video",
+    style_choices: list[tuple[str, str]] | None = None,
+    default_style: str | None = None,
 ) -> dict:
     """A tab that takes a clip and gives back its anime version with the original sound.
 
@@ -164,7 +177,8 @@ def add_video_tab(
             with gr.Column():
                 clip = gr.Video(label="Clip", sources=["upload"], format=None, elem_id="video-input")
                 with gr.Row():
-                    style = gr.Dropdown(_style_choices(), value=stylizer.style, label="Style")
+                    style = gr.Dropdown(style_choices or _style_choices(), value=default_style or stylizer.style,
+                                        label="Style")
                     side = gr.Slider(VIDEO_SIDES[0], VIDEO_SIDES[1], value=max_side, step=32,
                                      label="Frame size (long side, px)")
                 trim = gr.Checkbox(False, label=f"Cut longer clips to {max_seconds:g} s")
