@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import images
+from . import images, video
 from .styles import DEFAULT_STYLE, STYLES
 from .stylizer import Stylizer
 from .weights import WeightsError
@@ -26,6 +26,8 @@ examples:
   animegan group.jpg --face-crop paste     every face redone with the face model, blended back
   animegan me.jpg --side-by-side           the photo and its anime version together
   animegan --list-styles                   what --style accepts
+  animegan clip.mp4 --trim                 a video (mp4 mov webm mkv avi): anime/clip_anime.mp4,
+                                           sound kept, cut to --max-seconds if longer
 
 Weights are downloaded once from the Hugging Face Hub and cached (HF_HOME). Offline,
 put <style>.pt files in a folder and set ANIMEGAN_WEIGHTS_DIR, or pass --weights FILE.
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("inputs", nargs="*",
+                   help="image or video files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", default="anime", help="output folder (default: %(default)s)")
     p.add_argument("-s", "--style", default=DEFAULT_STYLE, choices=sorted(STYLES), metavar="STYLE",
                    help="style to apply (default: %(default)s; see --list-styles)")
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", action="store_true", help="save the photo and the result side by side")
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
     p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
+    v = p.add_argument_group("video clips (.mp4 .mov .webm .mkv .avi .m4v; written as .mp4)")
+    v.add_argument("--video-max-side", type=int, default=video.DEFAULT_VIDEO_MAX_SIDE, metavar="PX",
+                   help="shrink video frames so the long side is at most PX; 0 = never (default: %(default)s)")
+    v.add_argument("--max-seconds", type=float, default=video.DEFAULT_MAX_SECONDS, metavar="S",
+                   help="refuse clips longer than S seconds; 0 = no limit (default: %(default)s)")
+    v.add_argument("--trim", action="store_true", help="cut longer clips to --max-seconds instead of refusing them")
     p.add_argument("--backend", default=None, help="force an inference backend (default: automatic)")
     p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and how long each photo took")
     return p
@@ -67,7 +76,7 @@ def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
         path = Path(item)
         if path.is_dir():
             for f in sorted(path.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | video.VIDEO_SUFFIXES:
                     found.append((f, f.relative_to(path)))
         elif path.exists():
             found.append((path, Path(path.name)))
@@ -116,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         print(f"style {args.style}, backend {backend.name}, {len(files)} file(s)", file=sys.stderr)
 
-    failed = 0
+    clips = [(source, rel) for source, rel in files if video.is_video_path(source)]
+    files = [(source, rel) for source, rel in files if not video.is_video_path(source)]
+    failed = sum(run_video(stylizer, source, rel, out_dir, args) for source, rel in clips)
+    if not files:
+        print(f"{len(clips) - failed} of {len(clips)} clip(s) written to {out_dir}/"
+              + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+        return 1 if failed else 0
+
     bar = tqdm(files, unit="photo", disable=len(files) < 2)
     for source, rel in bar:
         bar.set_postfix_str(source.name)
@@ -133,7 +149,32 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"{source}: {note}", file=sys.stderr)
         if args.verbose:
             tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
-    done = len(files) - failed
-    print(f"{done} of {len(files)} photo(s) written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
+    total = len(files) + len(clips)
+    noun = "file(s)" if clips else "photo(s)"
+    print(f"{total - failed} of {total} {noun} written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def run_video(stylizer: Stylizer, source: Path, rel: Path, out_dir: Path, args) -> int:
+    """One clip, with a bar counting frames; 1 if it failed (the reason is printed), else 0."""
+    target = output_path(out_dir, rel, args.suffix, "mp4", source)
+    bar = tqdm(unit="frame", desc=source.name, leave=False)
+
+    def progress(done: int, total: int | None, eta: float | None) -> None:
+        if total and bar.total != max(total, done):
+            bar.total = max(total, done)
+        bar.update(done - bar.n)
+
+    try:
+        result = video.stylize_video(stylizer, source, target, max_side=args.video_max_side or None,
+                                     max_seconds=args.max_seconds or None, trim=args.trim, progress=progress)
+    except (video.VideoError, images.ImageError, OSError) as exc:
+        tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    for note in result.notes:
+        tqdm.write(f"{source}: {note}", file=sys.stderr)
+    tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
+    return 0

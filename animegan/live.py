@@ -1,0 +1,263 @@
+"""Live webcam: stylize frames as they arrive, small, and never let them queue up.
+
+A webcam sends frames faster than a 2-core CPU can stylize them. Queueing them would make
+the picture lag further and further behind; instead a frame that arrives while another
+is being stylized is dropped at once (the caller keeps showing the last result), so the
+delay stays one frame's work. Gradio's stream event also keeps only the newest frame of
+each visitor while their previous one is being processed; the drop here covers several
+visitors and the photo and video tabs sharing one process.
+
+Frames are stylized at a reduced size (256 px on the long side by default), each visitor
+gets a time limit, and the measured frame rate and time per frame are reported. Face
+framing (portrait) follows the largest face with a smoothed square, so it does not jitter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from . import images
+from .runtime import INFERENCE_LOCK
+
+DEFAULT_SIDE = 256
+MIN_SIDE, MAX_SIDE = 128, 512
+DEFAULT_TIME_LIMIT = 60.0  # seconds of live preview per visitor and start
+SESSION_GAP = 3.0  # no frame for this long: the next frame starts a new session
+FACE_MARGIN = 2.0  # the square's side, in face boxes (same framing idea as the photo mode)
+FACE_LIFT = 0.05  # move the square up by this fraction of its side: hair over neck
+DETECT_EVERY = 3  # look for the face on every n-th processed frame; smooth in between
+
+
+class LiveLimitReached(RuntimeError):
+    """This visitor's live time is used up; the message says so and what to do."""
+
+
+# -- face framing ---------------------------------------------------------------------------
+def _face_detector():
+    """``animegan.faces.detect_faces`` where the face module is present, else None."""
+    try:
+        from .faces import detect_faces
+    except ImportError:
+        return None
+    return detect_faces
+
+
+def largest_face(img: Image.Image) -> tuple[float, float, float, float] | None:
+    """(x0, y0, x1, y1) of the largest face, or None (no face, or no face module)."""
+    detect = _face_detector()
+    if detect is None:
+        return None
+    faces = detect(img)
+    if not faces:
+        return None
+    face = faces[0]  # largest first
+    box = getattr(face, "box", face)
+    return tuple(float(v) for v in list(box)[:4])
+
+
+class BoxSmoother:
+    """A square that follows a face box over frames without jitter.
+
+    Each new box moves the square a fraction ``alpha`` of the way towards it (exponential
+    smoothing of centre and side). A box far from the square (another person, a jump)
+    snaps it there at once; after ``hold`` frames without a face the square is let go
+    and the framing falls back to the centre of the picture.
+    """
+
+    def __init__(self, alpha: float = 0.35, snap: float = 0.6, hold: int = 10,
+                 margin: float = FACE_MARGIN, lift: float = FACE_LIFT) -> None:
+        self.alpha, self.snap, self.hold, self.margin, self.lift = alpha, snap, hold, margin, lift
+        self.state: np.ndarray | None = None  # cx, cy, side
+        self.missing = 0
+
+    def update(self, box: tuple[float, float, float, float] | None) -> None:
+        if box is None:
+            self.missing += 1
+            if self.missing > self.hold:
+                self.state = None
+            return
+        self.missing = 0
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0) * self.margin
+        target = np.array([(x0 + x1) / 2, (y0 + y1) / 2 - self.lift * side, side])
+        if self.state is None:
+            self.state = target
+            return
+        moved = np.hypot(*(target[:2] - self.state[:2]))
+        ratio = target[2] / self.state[2]
+        if moved > self.snap * self.state[2] or not 0.6 < ratio < 1.6:
+            self.state = target
+        else:
+            self.state = self.state + self.alpha * (target - self.state)
+
+    def square(self, size: tuple[int, int]) -> tuple[int, int, int]:
+        """(left, top, side) in the picture; the centred square when there is no face.
+        Slid back inside the picture where it fits; larger ones stay centred on the face."""
+        w, h = size
+        if self.state is None:
+            side = min(w, h)
+            return (w - side) // 2, (h - side) // 2, side
+        cx, cy, side = self.state
+        side = max(16, round(side))
+        left, top = round(cx - side / 2), round(cy - side / 2)
+        if side <= w:
+            left = min(max(left, 0), w - side)
+        if side <= h:
+            top = min(max(top, 0), h - side)
+        return left, top, side
+
+
+def crop_square(img: Image.Image, left: int, top: int, side: int) -> Image.Image:
+    """``img`` cut to the square; parts outside the picture repeat its edge (no black bars)."""
+    arr = np.asarray(img)
+    h, w = arr.shape[:2]
+    ys = np.clip(np.arange(top, top + side), 0, h - 1)
+    xs = np.clip(np.arange(left, left + side), 0, w - 1)
+    return Image.fromarray(np.ascontiguousarray(arr[ys[:, None], xs[None, :]]), img.mode)
+
+
+# -- one visitor ------------------------------------------------------------------------------
+@dataclass
+class LiveSession:
+    """One visitor's live preview: its clock, counters, last result and face square."""
+
+    started: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    processed: int = 0
+    dropped: int = 0
+    last_image: Image.Image | None = None
+    last_latency: float | None = None
+    done_times: deque = field(default_factory=lambda: deque(maxlen=30))
+    smoother: BoxSmoother = field(default_factory=BoxSmoother)
+    face_frames: int = 0
+    note: str = ""
+
+    def fps(self) -> float:
+        """Processed frames per second over the last few seconds."""
+        t = self.done_times
+        if len(t) < 2 or t[-1] <= t[0]:
+            return 0.0
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def status(self, limit: float | None, now: float | None = None) -> str:
+        now = time.monotonic() if now is None else now
+        parts = [f"{self.fps():.1f} fps"]
+        if self.last_latency is not None:
+            parts.append(f"{self.last_latency * 1000:.0f} ms per frame")
+        if self.last_image is not None:
+            parts.append(f"{self.last_image.width} x {self.last_image.height}")
+        parts.append(f"{self.processed} shown" + (f", {self.dropped} skipped while busy" if self.dropped else ""))
+        if limit:
+            parts.append(f"{max(0.0, limit - (now - self.started)):.0f} s left")
+        if self.note:
+            parts.append(self.note)
+        return " · ".join(parts)
+
+
+@dataclass
+class FrameResult:
+    """What to show for one incoming frame."""
+
+    image: Image.Image | None  # the new result, or the last one when this frame was dropped
+    processed: bool
+    status: str
+    seconds: float = 0.0
+
+
+class LiveStylizer:
+    """Stylizes live frames for any number of visitors, one frame at a time per process."""
+
+    def __init__(self, stylizer, *, side: int = DEFAULT_SIDE, time_limit: float | None = DEFAULT_TIME_LIMIT,
+                 detect_every: int = DETECT_EVERY) -> None:
+        self.stylizer = stylizer
+        self.side = side
+        self.time_limit = time_limit
+        self.detect_every = max(1, detect_every)
+        self._busy = threading.Lock()  # one live frame at a time in this process
+
+    def new_session(self) -> LiveSession:
+        return LiveSession()
+
+    def _session_for(self, session: LiveSession | None, now: float) -> LiveSession:
+        if session is None or now - session.last_seen > SESSION_GAP:
+            return LiveSession(started=now, last_seen=now)  # a new start of the webcam
+        return session
+
+    def process(
+        self,
+        session: LiveSession | None,
+        frame: images.ImageInput | None,
+        style: str | None = None,
+        side: int | None = None,
+        face_crop: bool = False,
+    ) -> tuple[LiveSession, FrameResult]:
+        """Stylize ``frame`` unless another frame is being stylized (then it is dropped).
+
+        Returns the (possibly new) session and what to show. Raises
+        :class:`LiveLimitReached` when the session's time is used up.
+        """
+        now = time.monotonic()
+        session = self._session_for(session, now)
+        session.last_seen = now
+        if self.time_limit and now - session.started > self.time_limit:
+            raise LiveLimitReached(
+                f"The live preview stops after {self.time_limit:g} s so that everyone gets a turn. "
+                "Start the webcam again to continue."
+            )
+        if frame is None:
+            return session, FrameResult(session.last_image, False, session.status(self.time_limit, now))
+        style = style or self.stylizer.style
+        side = int(min(MAX_SIDE, max(MIN_SIDE, side or self.side)))
+        backend = self.stylizer.backend(style)  # loads once; outside the locks
+
+        if not self._busy.acquire(blocking=False):
+            return session, self._drop(session, now)
+        try:
+            start = time.perf_counter()
+            if INFERENCE_LOCK.locked():  # a photo or video is being stylized: do not wait for it
+                return session, self._drop(session, now)
+            img = images.decode(frame).rgb
+            if face_crop:
+                img = self._frame_face(session, img)
+            else:
+                session.note = ""
+            # portrait framing always gives side x side (a small face square is enlarged)
+            small = images.resize(img, (side, side) if face_crop else images.fit_size(img.size, side))
+            x = images.to_array(small)
+            if not INFERENCE_LOCK.acquire(blocking=False):
+                return session, self._drop(session, now)
+            try:
+                y = backend(x)
+            finally:
+                INFERENCE_LOCK.release()
+            out = images.from_array(y)
+            seconds = time.perf_counter() - start
+        finally:
+            self._busy.release()
+        session.processed += 1
+        session.last_image, session.last_latency = out, seconds
+        session.last_seen = time.monotonic()  # a slow frame is not a pause between two starts
+        session.done_times.append(session.last_seen)
+        return session, FrameResult(out, True, session.status(self.time_limit), seconds)
+
+    def _drop(self, session: LiveSession, now: float) -> FrameResult:
+        session.dropped += 1
+        return FrameResult(session.last_image, False, session.status(self.time_limit, now))
+
+    def _frame_face(self, session: LiveSession, img: Image.Image) -> Image.Image:
+        """The square around the (smoothed) largest face; the centre square without one."""
+        if _face_detector() is None:
+            session.note = "face detection unavailable: centre crop"
+        else:
+            session.face_frames += 1
+            if session.face_frames % self.detect_every == 1 or self.detect_every == 1:
+                session.smoother.update(largest_face(img))
+            session.note = "face" if session.smoother.state is not None else "no face: centre crop"
+        left, top, side = session.smoother.square(img.size)
+        return crop_square(img, left, top, side)

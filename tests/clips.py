@@ -1,0 +1,125 @@
+"""Short test clips made with PyAV from the real photos, with a sine-wave sound track."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CLIP_PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]
+
+
+def photo_frames(size: tuple[int, int], count: int, fps: float) -> list[np.ndarray]:
+    """``count`` RGB frames of ``size`` (w, h): each photo in turn for a second, slowly
+    zooming, so neighbouring frames differ a little, as in a real clip."""
+    w, h = size
+    frames = []
+    for i in range(count):
+        img = Image.open(EXAMPLES / CLIP_PHOTOS[int(i / fps) % len(CLIP_PHOTOS)]).convert("RGB")
+        zoom = 1.0 + 0.01 * (i % max(1, round(fps)))
+        cw, ch = img.width / zoom, img.height / zoom
+        # cover the frame: crop the photo to the frame's aspect, centred
+        aspect = w / h
+        if cw / ch > aspect:
+            cw = ch * aspect
+        else:
+            ch = cw / aspect
+        left, top = (img.width - cw) / 2, (img.height - ch) / 2
+        frames.append(np.asarray(img.resize((w, h), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))))
+    return frames
+
+
+def write_clip(
+    path: Path,
+    frames: list[np.ndarray],
+    fps: float = 10,
+    *,
+    times: list[float] | None = None,
+    audio_seconds: float | None = None,
+    audio_codec: str = "aac",
+    sample_rate: int = 44100,
+    video_codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+    container: str | None = None,
+) -> Path:
+    """Encode ``frames`` (stored as they are) at ``fps`` or at the given ``times`` (seconds,
+    for variable frame rate), with a 440 Hz sine of ``audio_seconds`` if given, and a
+    display rotation (degrees counter-clockwise) if given."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    out = av.open(str(path), "w", format=container)
+    v = out.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1001))
+    v.width, v.height, v.pix_fmt = w, h, pix_fmt
+    tb = Fraction(1, 1000) if times is not None else Fraction(1, round(fps)) if fps == round(fps) else None
+    if tb is not None:
+        v.codec_context.time_base = tb
+    if rotation:
+        v.set_display_rotation(rotation)
+    a = None
+    if audio_seconds:
+        a = out.add_stream(audio_codec, rate=sample_rate)
+        a.layout = "mono"
+    for i, arr in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        if times is not None:
+            frame.pts, frame.time_base = round(times[i] * 1000), tb
+        elif tb is not None:
+            frame.pts, frame.time_base = i, tb
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    if a is not None:
+        t = np.arange(round(audio_seconds * sample_rate)) / sample_rate
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        step = 1024
+        for k in range(0, len(samples), step):
+            chunk = av.AudioFrame.from_ndarray(samples[None, k:k + step], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = sample_rate, k
+            for p in a.encode(chunk):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+def read_clip(path: Path) -> dict:
+    """What a test wants to know about a clip, read back with PyAV: every video frame
+    (RGB, rotation not applied), their times, the rate, the sound's codec and length."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {
+            "format": c.format.name,
+            "codec": v.codec_context.name,
+            "pix_fmt": v.codec_context.pix_fmt,
+            "size": (v.codec_context.width, v.codec_context.height),
+            "average_rate": v.average_rate,
+            "video_duration": float(v.duration * v.time_base) if v.duration else None,
+            "audio_codec": c.streams.audio[0].codec_context.name if c.streams.audio else None,
+        }
+        frames, times, rotations = [], [], set()
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            times.append(float(f.pts * f.time_base))
+            rotations.add(f.rotation)
+        info.update(frames=frames, times=times, rotations=rotations)
+    if info["audio_codec"]:
+        with av.open(str(path)) as c:
+            samples = 0
+            rate = c.streams.audio[0].codec_context.sample_rate
+            first = None
+            for f in c.decode(audio=0):
+                samples += f.samples
+                if first is None:
+                    first = f.to_ndarray()
+            info["audio_seconds"] = samples / rate
+            info["audio_rate"] = rate
+    return info
