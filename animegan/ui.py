@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from . import images
 from .styles import DEFAULT_STYLE, STYLES
 from .stylizer import Result, Stylizer
+from .ui_live import add_live_tab, add_video_tab
 from .weights import WEIGHTS_DIR_ENV, WeightsError
 
 log = logging.getLogger("animegan.app")
@@ -42,7 +43,7 @@ SIDE_LIMIT = max(SIDE_MIN, _env_int("ANIMEGAN_MAX_SIDE_LIMIT", 1024))  # hard ca
 DEFAULT_SIDE = min(SIDE_LIMIT, max(SIDE_MIN, _env_int("ANIMEGAN_DEFAULT_SIDE", 512)))
 QUEUE_SIZE = max(1, _env_int("ANIMEGAN_QUEUE_SIZE", 16))  # waiting jobs beyond this get "busy, try again"
 MAX_PIXELS = 40_000_000  # decoded pixels; bigger files are refused with a message
-MAX_FILE_SIZE = "25mb"
+MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
 STARTUP_TIMEOUT = float(_env_int("ANIMEGAN_STARTUP_TIMEOUT", 60))  # seconds to look for weights at start
 
 FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
@@ -315,64 +316,78 @@ def footer() -> str:
 
 
 # -- the page -----------------------------------------------------------------------------
+def _photo_tab(app: App) -> dict[str, Any]:
+    """The photo page: input, style, faces, size, button, examples | result, slider, status."""
+    side_help = f"Longest side of the result, {SIDE_MIN}–{SIDE_LIMIT} px. Larger is slower."
+    c: dict[str, Any] = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            c["photo"] = gr.Image(
+                label="Your photo",
+                sources=["upload", "clipboard", "webcam"],
+                type="filepath",
+                image_mode=None,
+                webcam_options=gr.WebcamOptions(mirror=True),
+                height=300,
+                elem_id="input-image",
+            )
+            c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
+                                  elem_id="style-picker")
+            c["faces"] = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
+                                  label="Faces", elem_id="face-mode")
+            c["side"] = gr.Slider(SIDE_MIN, SIDE_LIMIT, value=DEFAULT_SIDE, step=64, label="Output size (px)",
+                                  info=side_help, elem_id="output-size")
+            c["run"] = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")
+            gr.Examples(
+                [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],
+                inputs=[c["photo"]],
+                label="Examples (public-domain photos, credits below): click one, then press the button",
+                examples_per_page=len(EXAMPLE_PHOTOS),
+            )
+        with gr.Column(scale=1, min_width=320):
+            with gr.Tabs():
+                with gr.Tab("Anime", id="anime"):
+                    c["result"] = gr.Image(label="Anime (PNG)", type="pil", format="png", interactive=False,
+                                           buttons=["download", "fullscreen"], height=420, elem_id="result-image")
+                with gr.Tab("Before / after", id="compare"):
+                    c["compare"] = gr.ImageSlider(label="Before / after", type="pil", interactive=False,
+                                                  max_height=420, elem_id="compare-slider")
+            c["status"] = gr.Markdown("", elem_id="status")
+            gr.Markdown(HOW_TO, elem_id="how-to")
+    return c
+
+
 def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
     """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
     app = app or App()
     if check_weights:
         app.check_weights()
-    side_help = f"Longest side of the result, {SIDE_MIN}–{SIDE_LIMIT} px. Larger is slower."
-    with gr.Blocks(title="AnimeGAN · photo to anime") as demo:
+    # delete_cache: live frames and clips leave files in Gradio's cache; drop them after an hour
+    with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(3600, 3600)) as demo:
         gr.HTML(HEADER)
         notice_text = app.notice()
         notice = gr.Markdown(notice_text, visible=bool(notice_text), elem_id="notice")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=320):
-                photo = gr.Image(
-                    label="Your photo",
-                    sources=["upload", "clipboard", "webcam"],
-                    type="filepath",
-                    image_mode=None,
-                    webcam_options=gr.WebcamOptions(mirror=True),
-                    height=300,
-                    elem_id="input-image",
-                )
-                style = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
-                                 elem_id="style-picker")
-                faces = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
-                                 label="Faces", elem_id="face-mode")
-                side = gr.Slider(SIDE_MIN, SIDE_LIMIT, value=DEFAULT_SIDE, step=64, label="Output size (px)",
-                                 info=side_help, elem_id="output-size")
-                run = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")
-                gr.Examples(
-                    [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],
-                    inputs=[photo],
-                    label="Examples (public-domain photos, credits below): click one, then press the button",
-                    examples_per_page=len(EXAMPLE_PHOTOS),
-                )
-            with gr.Column(scale=1, min_width=320):
-                with gr.Tabs():
-                    with gr.Tab("Anime", id="anime"):
-                        result = gr.Image(label="Anime (PNG)", type="pil", format="png", interactive=False,
-                                          buttons=["download", "fullscreen"], height=420, elem_id="result-image")
-                    with gr.Tab("Before / after", id="compare"):
-                        compare = gr.ImageSlider(label="Before / after", type="pil", interactive=False,
-                                                 max_height=420, elem_id="compare-slider")
-                status = gr.Markdown("", elem_id="status")
-                gr.Markdown(HOW_TO, elem_id="how-to")
+        with gr.Tabs(elem_id="modes"):
+            with gr.Tab("Photo", id="photo"):
+                c = _photo_tab(app)
+            choices = dict(style_choices=app.style_choices(), default_style=app.default_style())
+            add_live_tab(app.stylizer, **choices)
+            add_video_tab(app.stylizer, **choices)
         gr.Markdown(footer(), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
-        run.click(app.stylize_page, [photo, style, faces, side], [result, compare, status],
-                  api_visibility="private", show_progress_on=[result], scroll_to_output=True, **common)
+        c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"]],
+                       [c["result"], c["compare"], c["status"]],
+                       api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
-        api_trigger.click(app.stylize_api, [photo, style, faces], [result], api_name="stylize",
+        api_trigger.click(app.stylize_api, [c["photo"], c["style"], c["faces"]], [c["result"]], api_name="stylize",
                           api_description="Photo to anime: the image, a style name "
                           f"({', '.join(STYLES)}) and a face crop mode (off, portrait, paste). "
                           f"The result's longest side is at most {DEFAULT_SIDE} px.",
                           show_progress="hidden", **common)
-        demo.load(app.page_state, None, [notice, style], api_visibility="private", queue=False)
+        demo.load(app.page_state, None, [notice, c["style"]], api_visibility="private", queue=False)
     return demo
 
 

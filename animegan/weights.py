@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -151,14 +151,16 @@ def read_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path} is not a readable safetensors file ({exc}).") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on odd pickle protocols
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"Refused to load {path}: it is not a plain tensor checkpoint. It holds Python "
             "objects that would run code when unpickled, and only weights are loaded "
             f"(torch.load weights_only=True). Detail: {str(exc).splitlines()[0][:200]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # random bytes make the unpickler fail in many ways (IndexError, KeyError, ...)
         raise WeightsError(
             f"{path} is not a PyTorch checkpoint (could not read it: {str(exc).splitlines()[0][:200]})."
         ) from None
