@@ -286,11 +286,20 @@ def build_int8(model: torch.nn.Module, target: Path, side: int | None = None) ->
 _BUILD_LOCK = threading.Lock()
 
 
-def load_or_build_int8(model: torch.nn.Module) -> OpenVINOBackend:
-    """The int8 backend for these weights: from the disk cache, or built once."""
+def load_cached_int8(model: torch.nn.Module) -> OpenVINOBackend | None:
+    """The int8 backend from the disk cache, or None when it has not been built yet."""
     target = artefact_dir(model.state_dict())
-    with _BUILD_LOCK:
-        if not (target / "meta.json").is_file():
-            build_int8(model, target)
+    if not (target / "meta.json").is_file():
+        return None
     meta = json.loads((target / "meta.json").read_text())
     return OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"])
+
+
+def load_or_build_int8(model: torch.nn.Module) -> OpenVINOBackend:
+    """The int8 backend for these weights: from the disk cache, or built once."""
+    with _BUILD_LOCK:
+        backend = load_cached_int8(model)
+        if backend is None:
+            build_int8(model, artefact_dir(model.state_dict()))
+            backend = load_cached_int8(model)
+    return backend
