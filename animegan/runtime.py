@@ -46,31 +46,45 @@ INFERENCE_LOCK = threading.Lock()
 
 
 # -- allocator ------------------------------------------------------------------------
-def tune_allocator() -> bool:
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_GLIBC_DEFAULT = 128 * 1024  # glibc's initial mmap and trim thresholds
+
+
+def _libc():
+    if os.environ.get("ANIMEGAN_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None  # glibc only (not musl)
+
+
+def tune_allocator(keep_big_blocks: bool = True) -> bool:
     """Keep big blocks in glibc malloc's heap instead of mmap-ing them afresh.
 
-    One pass at 512 x 512 allocates and frees activations of tens to hundreds of MB per
-    layer. glibc serves blocks that big with mmap and returns them at once, so every
-    layer page-faults its memory in again (~1.6 GB of faults per pass), which makes
-    normalisation and padding about twice as slow. Done here, in the process itself,
-    it holds wherever the package runs (a Space included), not only in one shell:
+    PyTorch eager allocates and frees activations of tens to hundreds of MB per layer.
+    glibc serves blocks that big with mmap and returns them at once, so every layer
+    page-faults its memory in again, which makes normalisation and padding about twice
+    as slow (a pass at 512 x 512: 2.1 s -> 1.2 s here). Done in the process itself, it
+    holds wherever the package runs (a Space included), not only in one shell:
     - one arena: threads other than the main one (Gradio's workers) would otherwise get
       their own 64 MB arenas, which cannot hold such blocks and fall back to mmap;
     - blocks up to 1 GB come from the heap, and freed memory is kept for the next pass.
+    OpenVINO plans its own memory once per shape and does not need this; keeping freed
+    blocks would only raise its peak RSS, so ``keep_big_blocks=False`` (used when an
+    OpenVINO backend takes over) gives big blocks back to mmap.
     Set ANIMEGAN_MALLOC=0 to leave the allocator alone.
     """
-    if os.environ.get("ANIMEGAN_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (not musl)
-            return False
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    ok = libc.mallopt(m_arena_max, 1) == 1
-    ok &= libc.mallopt(m_mmap_threshold, 1 << 30) == 1
-    ok &= libc.mallopt(m_trim_threshold, 1 << 31) == 1
+    ok = libc.mallopt(_M_ARENA_MAX, 1) == 1
+    threshold = (1 << 30) if keep_big_blocks else _GLIBC_DEFAULT
+    ok &= libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) if keep_big_blocks else _GLIBC_DEFAULT) == 1
+    if not keep_big_blocks:
+        libc.malloc_trim(0)
     return bool(ok)
 
 
@@ -269,7 +283,9 @@ class AutoBackend:
         self.notes.append(f"openvino-int8: {int8.min_psnr:.1f} dB worst on the calibration photos"
                           + ("" if ok else f", under {MIN_PSNR:.0f} dB: not used"))
         if ok:
-            self._current = int8
+            with INFERENCE_LOCK:
+                self._current = int8
+                tune_allocator(keep_big_blocks=False)
         return ok
 
 
@@ -297,6 +313,8 @@ def make_backend(model: Generator, name: str | None = None, background: bool = T
     except KeyError:
         raise ValueError(f"Unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}.") from None
     try:
-        return factory(model)
+        backend = factory(model)
     except BackendUnavailable as exc:
         raise ValueError(f"Backend {name!r} cannot run here: {exc}") from None
+    tune_allocator(keep_big_blocks=name.startswith("torch"))
+    return backend
