@@ -199,7 +199,7 @@ def test_allocator_keeps_big_blocks(model):
     """In a worker thread (as Gradio runs requests), a repeated pass faults almost no
     fresh pages in: the big activations are reused from malloc's heap."""
     assert runtime.ALLOCATOR_TUNED
-    be = runtime.TorchBackend(load_generator(PROXY_WEIGHTS))
+    be = runtime.make_backend(load_generator(PROXY_WEIGHTS), "torch-fp32")  # sets the allocator for PyTorch
     x = _input("astronaut.png", 256)
     faults = []
 
