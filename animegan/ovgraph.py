@@ -30,7 +30,7 @@ import openvino.opset13 as ops
 import torch
 
 from . import weights
-from .runtime import INFERENCE_LOCK, available_cpus, calibration_photos, native_bf16, psnr
+from .runtime import INFERENCE_LOCK, available_cpus, background_pause, calibration_photos, native_bf16, psnr
 
 # Bump when the graph or the calibration changes: old artefacts are then rebuilt.
 ARTEFACT_FORMAT = 1
@@ -161,7 +161,8 @@ def collect(model: torch.nn.Module, inputs: list[np.ndarray], bins: int = 2048
     outputs = []
     try:
         for x in inputs:
-            with INFERENCE_LOCK, torch.inference_mode():  # let requests in between photos
+            background_pause()
+            with INFERENCE_LOCK, torch.inference_mode():  # requests get the cores between photos
                 outputs.append(model(torch.from_numpy(x)).contiguous().numpy())
     finally:
         for h in handles:
@@ -257,6 +258,7 @@ def build_int8(model: torch.nn.Module, target: Path, side: int | None = None) ->
     check = OpenVINOBackend(graph, "openvino-int8")
     scores = []
     for x, ref in zip(photos, refs, strict=True):
+        background_pause()
         with INFERENCE_LOCK:
             scores.append(psnr(check(x), ref))
     meta = {
@@ -268,6 +270,7 @@ def build_int8(model: torch.nn.Module, target: Path, side: int | None = None) ->
         "ranges": ranges,
         "build_seconds": round(time.perf_counter() - start, 1),
     }
+    background_pause()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:

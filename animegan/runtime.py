@@ -21,11 +21,13 @@ it when its output on the calibration photos stays >= 38 dB against float32.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +45,30 @@ MIN_PSNR = 38.0  # dB against float32: below this a person may tell the outputs 
 # One inference at a time per process: each pass already uses every core, so two at
 # once would only oversubscribe them and make both slower.
 INFERENCE_LOCK = threading.Lock()
+
+# Background builds stop at their next step when the process exits (a half-built
+# artefact is simply not saved), instead of being killed inside native code.
+SHUTDOWN = threading.Event()
+_BACKGROUND: list[threading.Thread] = []
+
+
+class Cancelled(RuntimeError):
+    """A background build stopped because the process is exiting."""
+
+
+def background_pause() -> None:
+    """Between steps of a background build: stop if the process exits, and give any
+    request waiting for INFERENCE_LOCK the next turn (requests go first)."""
+    if SHUTDOWN.is_set():
+        raise Cancelled("the process is exiting")
+    time.sleep(0.02)
+
+
+@atexit.register
+def _stop_background() -> None:
+    SHUTDOWN.set()
+    for thread in _BACKGROUND:
+        thread.join(timeout=60)
 
 
 # -- allocator ------------------------------------------------------------------------
@@ -234,7 +260,9 @@ class AutoBackend:
         if cached is not None and self._accept_int8(cached):
             self.ready.set()
         elif background:
-            threading.Thread(target=self._upgrade, name="animegan-backend", daemon=True).start()
+            thread = threading.Thread(target=self._upgrade, name="animegan-backend", daemon=True)
+            _BACKGROUND.append(thread)
+            thread.start()
         else:
             self._upgrade()
 
@@ -254,6 +282,8 @@ class AutoBackend:
             if native_bf16():
                 self._try_bf16()
             self._try_int8()
+        except Cancelled:
+            pass
         except Exception as exc:  # never let an optimisation break the service
             self.notes.append(f"backend upgrade stopped: {exc}")
             log.warning("animegan: backend upgrade stopped: %s", exc)
@@ -263,6 +293,7 @@ class AutoBackend:
     def _try_bf16(self) -> None:
         bf16 = TorchBF16Backend(self._model)
         x = calibration_photos(256)[0]
+        background_pause()
         with INFERENCE_LOCK:
             ref, out = self._current(x), bf16(x)
         quality = psnr(out, ref)
@@ -271,6 +302,7 @@ class AutoBackend:
             self._current = bf16
 
     def _try_int8(self) -> None:
+        background_pause()
         try:
             int8 = _openvino_int8(self._model)
         except BackendUnavailable as exc:
