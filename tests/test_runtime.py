@@ -100,6 +100,15 @@ def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
     assert np.array_equal(again(x), be(x))
 
 
+def test_int8_keeps_sensitive_layers_when_the_check_fails(model, tmp_path):
+    """When all-int8 misses the bound, the build keeps the sensitive layers in higher
+    precision, one step at a time, and records what it kept."""
+    meta = ovgraph.build_int8(model, tmp_path / "int8", side=96, min_psnr=1000.0)
+    assert meta["not_int8"] == list(ovgraph.FALLBACKS[-1])
+    assert set(meta["ranges"]).isdisjoint(meta["not_int8"])
+    assert (tmp_path / "int8" / "model.xml").is_file()
+
+
 def test_int8_artefact_keyed_by_weights(model, artefacts):
     other = load_generator(PROXY_WEIGHTS)
     with torch.no_grad():
