@@ -9,14 +9,15 @@ name                what                                         fidelity vs flo
 ==================  ===========================================  ====================
 ``openvino-int8``   OpenVINO, int8 convolutions calibrated on    >= 38 dB (checked
                     real photos, the rest bf16 (or f32)          at build time)
-``torch-bf16``      PyTorch eager, bf16 autocast, channels_last  ~56 dB
+``torch-bf16``      PyTorch eager, bf16 autocast, channels_last  ~55 dB
                     (only where the CPU has native bf16)
 ``torch-fp32``      PyTorch eager float32, channels_last         exact (same maths)
 ==================  ===========================================  ====================
 
-``auto`` (the default) serves at once from the best ready PyTorch backend and, in a
-background thread, loads or builds (once, cached on disk) the int8 model, switching to
-it when its output on the calibration photos stays >= 38 dB against float32.
+``auto`` (the default) loads the int8 model at once when it is cached on disk for these
+weights; otherwise it serves from PyTorch straight away while a background thread
+builds the int8 model (once, then cached), and switches to it when its output on the
+calibration photos stays >= 38 dB against float32.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class TorchBackend:
 
 
 class TorchBF16Backend(TorchBackend):
-    """PyTorch eager with bf16 autocast (convolutions in bf16, normalisation in float32)."""
+    """PyTorch eager with bf16 autocast, channels_last."""
 
     name = "torch-bf16"
 
@@ -248,7 +249,8 @@ class AutoBackend:
     while a background thread checks bf16 on a calibration photo (a second) and
     switches to it, then builds the int8 model once (tens of seconds, then cached) and
     switches to it when its output stays >= 38 dB against float32. Requests never wait
-    for a build.
+    for the build as a whole: it takes the inference lock one photo at a time and lets
+    waiting requests go first.
     """
 
     def __init__(self, model: Generator, background: bool = True) -> None:
