@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The tests never touch the user's Hugging Face cache (downloads, int8 artefacts): a
+# fresh one per run, inherited by the app and CLI subprocesses too.
+_HF_HOME = tempfile.mkdtemp(prefix="animegan-test-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ.pop("HF_HUB_CACHE", None)
+# Results must not change half-way through a test because the automatic backend
+# upgraded itself in the background: tests run on exact float32 unless they choose
+# (tests/test_runtime.py covers the automatic choice; one CLI test runs it end to end).
+os.environ.setdefault("ANIMEGAN_BACKEND", "torch-fp32")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -83,3 +83,14 @@ def test_help_and_list_styles():
         assert name in proc.stdout
     proc = run_cli()
     assert proc.returncode == 2 and "give at least one photo" in proc.stderr
+
+
+def test_the_automatic_backend_end_to_end(tmp_path, weights_dir):
+    """No backend forced: the CLI runs auto (float32 at once, a faster one built in the
+    background and cached), says so with -v, and exits cleanly while the build runs."""
+    env = {"ANIMEGAN_BACKEND": "auto", "HF_HOME": str(tmp_path / "hf")}
+    proc = run_cli(photo("chelsea.png"), "-o", tmp_path, "--max-side", "64", "-v", weights_dir=weights_dir,
+                   env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend torch-fp32" in proc.stderr or "backend openvino-int8" in proc.stderr
+    assert (tmp_path / "chelsea_anime.png").is_file()

@@ -118,7 +118,7 @@ def test_int8_artefact_keyed_by_weights(model, artefacts):
 
 def test_auto_uses_cached_int8_at_once(model, artefacts):
     runtime.make_backend(model, "openvino-int8")  # cached by now
-    auto = runtime.make_backend(model)
+    auto = runtime.make_backend(model, "auto")
     assert isinstance(auto, runtime.AutoBackend)
     assert auto.ready.is_set() and auto.name == "openvino-int8"
 
@@ -135,7 +135,7 @@ def test_auto_serves_before_the_build_finishes(model, tmp_path, monkeypatch):
     gate = threading.Event()
     monkeypatch.setattr(runtime, "_openvino_int8", lambda m: gate.wait() and None)
     monkeypatch.setattr(runtime, "native_bf16", lambda: False)
-    auto = runtime.make_backend(model)
+    auto = runtime.make_backend(model, "auto")
     assert auto.name == "torch-fp32" and not auto.ready.is_set()
     assert auto(_input("chelsea.png", 32)).shape == (1, 3, 21, 32)  # served while "building"
     gate.set()
