@@ -33,11 +33,13 @@ class Result:
     cached: bool = False
     faces: int | None = None
     notes: list[str] = field(default_factory=list)
+    upgrading: bool = False  # the automatic backend is still building a faster one
 
     def summary(self) -> str:
         w, h = self.size
         parts = [get_style(self.style).title, f"{w} x {h}"]
-        parts.append("from cache" if self.cached else f"{self.seconds:.2f} s on {self.backend}")
+        parts.append("from cache" if self.cached else f"{self.seconds:.2f} s on {self.backend}"
+                     + (" (a faster backend is being prepared)" if self.upgrading else ""))
         if self.faces is not None:
             parts.append(f"{self.faces} face{'s' if self.faces != 1 else ''} found")
         return " · ".join(parts)
@@ -145,12 +147,15 @@ class Stylizer:
             out = images.with_alpha(out, decoded.alpha)
         report(1.0, "Done")
         backend = self._backends[style]
+        ready = getattr(backend, "ready", None)  # AutoBackend: set once no faster backend is coming
+        upgrading = ready is not None and not ready.is_set()
         result = Result(out, style, out.size, time.perf_counter() - start, backend.name, faces=faces, notes=notes)
         with self._cache_lock:
             self._cache[key] = result
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return Result(out.copy(), style, out.size, result.seconds, backend.name, faces=faces, notes=list(notes))
+        return Result(out.copy(), style, out.size, result.seconds, backend.name, faces=faces, notes=list(notes),
+                      upgrading=upgrading)
 
     def __call__(self, image: images.ImageInput, style: str | None = None, **options) -> Image.Image:
         return self.run(image, style, **options).image

@@ -134,3 +134,11 @@ def test_stylize_function_and_errors(offline_weights):
         animegan.stylize(b"not an image")
     with pytest.raises(ValueError, match="face_crop must be"):
         animegan.stylize(photo("chelsea.png"), face_crop="sideways")
+
+
+def test_summary_says_when_a_faster_backend_is_coming():
+    from animegan.stylizer import Result
+
+    img = Image.new("RGB", (8, 8))
+    assert "being prepared" in Result(img, "paprika", (8, 8), 1.0, "torch-fp32", upgrading=True).summary()
+    assert "being prepared" not in Result(img, "paprika", (8, 8), 1.0, "openvino-int8").summary()
