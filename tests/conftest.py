@@ -69,3 +69,14 @@ def stylizer(weights_dir):
             os.environ.pop("ANIMEGAN_WEIGHTS_DIR", None)
         else:
             os.environ["ANIMEGAN_WEIGHTS_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def app_server(weights_dir, tmp_path_factory):
+    """``python app.py`` with the proxy weights, shared by the API and browser tests."""
+    from app_helpers import shared_server
+
+    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"))
+    yield server
+    if owner:
+        server.stop()

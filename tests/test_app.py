@@ -9,21 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import AppServer, app_env, shared_server
+from app_helpers import AppServer, app_env
 from conftest import photo
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def app_server(weights_dir, tmp_path_factory):
-    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"))
-    yield server
-    if owner:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from app_helpers import (
     launch_chromium,
     open_app,
     press_and_wait,
-    shared_server,
     upload,
 )
 from conftest import photo
@@ -32,14 +31,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-def app_server(weights_dir, tmp_path_factory):
-    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"))
-    yield server
-    if owner:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
