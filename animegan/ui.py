@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageOps
 
-from . import images
+from . import images, live, video
 from .styles import DEFAULT_STYLE, STYLES
 from .stylizer import Result, Stylizer
 from .ui_live import add_live_tab, add_video_tab
@@ -37,6 +37,13 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
 # -- limits sized for a free Space (2 vCPU, 16 GB) ------------------------------------
 SIDE_MIN = 256  # the smallest output size the slider offers
 SIDE_LIMIT = max(SIDE_MIN, _env_int("ANIMEGAN_MAX_SIDE_LIMIT", 1024))  # hard cap, applied on the server
@@ -44,6 +51,8 @@ DEFAULT_SIDE = min(SIDE_LIMIT, max(SIDE_MIN, _env_int("ANIMEGAN_DEFAULT_SIDE", 5
 QUEUE_SIZE = max(1, _env_int("ANIMEGAN_QUEUE_SIZE", 16))  # waiting jobs beyond this get "busy, try again"
 MAX_PIXELS = 40_000_000  # decoded pixels; bigger files are refused with a message
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
+LIVE_TIME_LIMIT = _env_float("ANIMEGAN_LIVE_TIME_LIMIT", live.DEFAULT_TIME_LIMIT)  # seconds per webcam start
+VIDEO_MAX_SECONDS = _env_float("ANIMEGAN_VIDEO_MAX_SECONDS", video.DEFAULT_MAX_SECONDS)  # longest clip accepted
 STARTUP_TIMEOUT = float(_env_int("ANIMEGAN_STARTUP_TIMEOUT", 60))  # seconds to look for weights at start
 
 FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
@@ -145,10 +154,11 @@ class App:
             "then restart the app."
         )
 
-    def style_choices(self) -> list[tuple[str, str]]:
+    def style_choices(self, describe: bool = True) -> list[tuple[str, str]]:
+        """(label, name) for each style; ``describe=False`` for the compact dropdowns."""
         choices = []
         for name, style in STYLES.items():
-            label = f"{style.title} — {style.description}"
+            label = f"{style.title} — {style.description}" if describe else style.title
             if not self.available(name):
                 label += " (unavailable)"
             choices.append((label, name))
@@ -370,9 +380,9 @@ def build(app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
         with gr.Tabs(elem_id="modes"):
             with gr.Tab("Photo", id="photo"):
                 c = _photo_tab(app)
-            choices = dict(style_choices=app.style_choices(), default_style=app.default_style())
-            add_live_tab(app.stylizer, **choices)
-            add_video_tab(app.stylizer, **choices)
+            choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
+            add_live_tab(app.stylizer, time_limit=LIVE_TIME_LIMIT, **choices)
+            add_video_tab(app.stylizer, max_seconds=VIDEO_MAX_SECONDS, **choices)
         gr.Markdown(footer(), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)

@@ -276,7 +276,8 @@ def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server, wait_until="load")
-            page.get_by_text("Click to Access Webcam").click(timeout=60_000)
+            page.get_by_role("tab", name="Live webcam").click(timeout=60_000)
+            page.locator("#live-webcam").get_by_text("Click to Access Webcam").click(timeout=60_000)
             page.locator("#live-webcam button", has_text="Record").click(timeout=30_000)
             # the status line counts the frames shown; wait for a few
             page.wait_for_function(
