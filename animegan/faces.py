@@ -220,10 +220,11 @@ def stylize_faces(
     report: Callable[[float, str], None] = lambda fraction, text: None,
     *,
     margin: float = MARGIN,
-) -> tuple[Image.Image, int, list[str]]:
+) -> tuple[Image.Image, int, list[str], Image.Image]:
     """Stylize ``source`` (RGB) in face mode ``'portrait'`` or ``'paste'``.
 
-    Returns the image, how many faces were found and notes for the person. With no face,
+    Returns the image, how many faces were found, notes for the person, and the picture
+    the network saw (the framed face in a portrait, else ``source``). With no face,
     the whole photo is stylized and a note says so.
     """
     if mode not in ("portrait", "paste"):
@@ -233,7 +234,7 @@ def stylize_faces(
     faces = detect_faces(source)
     if not faces:
         report(0.5, "No face found; stylizing the whole photo")
-        return stylizer.run_array(style, source), 0, [NO_FACE_NOTE]
+        return stylizer.run_array(style, source), 0, [NO_FACE_NOTE], source
 
     if mode == "portrait":
         notes = []
@@ -241,7 +242,7 @@ def stylize_faces(
             notes.append(f"Found {len(faces)} faces; the portrait shows the largest.")
         report(0.4, "Stylizing the face")
         crop, _ = frame_face(source, faces[0], size, margin)
-        return stylizer.run_array(style, crop), len(faces), notes
+        return stylizer.run_array(style, crop), len(faces), notes, crop
 
     report(0.3, "Stylizing the whole photo")
     canvas = np.asarray(stylizer.run_array(style, source), dtype=np.float32).copy()
@@ -251,4 +252,4 @@ def stylize_faces(
         crop, square = frame_face(source, face, size, margin)
         paste_face(canvas, stylizer.run_array(style, crop), square)
     out = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
-    return out, len(faces), []
+    return out, len(faces), [], source

@@ -133,14 +133,15 @@ class Stylizer:
         source = images.resize(decoded.rgb, images.fit_size(decoded.rgb.size, limit))
         faces = None
         notes: list[str] = []
+        shown = source  # what the network saw: the photo, or the framed face of a portrait
         if mode is None:
             out = self.run_array(style, source)
         else:
-            from .faces import stylize_faces  # the face issue's module
+            from .faces import stylize_faces
 
-            out, faces, notes = stylize_faces(self, style, source, mode, report)
+            out, faces, notes, shown = stylize_faces(self, style, source, mode, report)
         if side_by_side:
-            out = _side_by_side(images.resize(source, out.size), out)
+            out = _side_by_side(images.resize(shown, out.size), out)
         elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
             if keep_size:
                 out = images.resize(out, decoded.rgb.size)

@@ -319,3 +319,16 @@ def test_cli_face_crop_paste_and_no_face_line(weights_dir, tmp_path):
         assert img.size == images.fit_size((451, 300), 200)
     assert f"chelsea.png: {NO_FACE_NOTE}" in proc.stderr
     assert "astronaut.png: No face" not in proc.stderr
+
+
+def test_portrait_side_by_side_shows_the_framed_face(stylizer):
+    """Side by side, a portrait sits next to the face it was made from, not a squeezed photo."""
+    from animegan.faces import detect_faces, frame_face
+
+    src = Image.open(photo("coffee.png")).convert("RGB")
+    astro = Image.open(photo("astronaut.png")).convert("RGB").resize((300, 300))
+    src.paste(astro, (0, 0))  # a 600 x 400 photo with a face in one corner
+    pair = stylizer(src, max_side=None, face_crop="portrait", side_by_side=True)
+    assert pair.size == (1024, 512)
+    crop, _ = frame_face(src, detect_faces(src)[0], 512)
+    assert np.array_equal(np.asarray(pair.crop((0, 0, 512, 512))), np.asarray(crop))
