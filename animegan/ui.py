@@ -53,6 +53,7 @@ MAX_PIXELS = 40_000_000  # decoded pixels; bigger files are refused with a messa
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
 LIVE_TIME_LIMIT = _env_float("ANIMEGAN_LIVE_TIME_LIMIT", live.DEFAULT_TIME_LIMIT)  # seconds per webcam start
 VIDEO_MAX_SECONDS = _env_float("ANIMEGAN_VIDEO_MAX_SECONDS", video.DEFAULT_MAX_SECONDS)  # longest clip accepted
+RETRY_WEIGHTS_AFTER = 120.0  # seconds before a style whose weights failed is fetched again
 STARTUP_TIMEOUT = float(_env_int("ANIMEGAN_STARTUP_TIMEOUT", 60))  # seconds to look for weights at start
 
 FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
@@ -109,6 +110,7 @@ class App:
     def __init__(self, stylizer: Stylizer | None = None) -> None:
         self.stylizer = stylizer or Stylizer(DEFAULT_STYLE, max_side=DEFAULT_SIDE, max_pixels=MAX_PIXELS)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
+        self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
 
     # -- weights at start -----------------------------------------------------------------
     def check_weights(self, timeout: float = STARTUP_TIMEOUT) -> dict[str, str]:
@@ -136,6 +138,7 @@ class App:
             except Exception as exc:  # a broken file: say so on the page, keep starting
                 self.unavailable[default] = str(exc).splitlines()[0]
         for name, why in self.unavailable.items():
+            self._failed_at[name] = time.monotonic()
             log.warning("style %s is unavailable: %s", name, why)
         return dict(self.unavailable)
 
@@ -173,6 +176,12 @@ class App:
         text = self.notice()
         return gr.Markdown(text, visible=bool(text)), gr.Radio(choices=self.style_choices())
 
+    def _unavailable_error(self, style: str) -> gr.Error:
+        return gr.Error(
+            f"The {STYLES[style].title} style is unavailable. {self.unavailable[style]} To provide its weights, "
+            f"put {style}.pt (or .safetensors) in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
+            title="Weights unavailable", print_exception=False)
+
     # -- one photo ----------------------------------------------------------------------
     def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None) -> Result:
         src = image_source(payload)
@@ -181,6 +190,9 @@ class App:
         side = clamp_side(side)
         report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
         started = time.perf_counter()
+        failed = self._failed_at.get(style)
+        if style in self.unavailable and failed is not None and time.monotonic() - failed < RETRY_WEIGHTS_AFTER:
+            raise self._unavailable_error(style)  # don't make everyone wait for the same timeout again
         try:
             result = self.stylizer.run(src, style, face_crop=None if mode == "off" else mode,
                                        max_side=side, progress=report)
@@ -188,12 +200,9 @@ class App:
             raise gr.Error(str(exc), title="Not a usable image", print_exception=False) from None
         except WeightsError as exc:
             log.warning("weights for %s: %s", style, exc)
-            first = str(exc).splitlines()[0]
-            self.unavailable[style] = first
-            raise gr.Error(
-                f"The {STYLES[style].title} style is unavailable. {first} To provide its weights, put "
-                f"{style}.pt (or .safetensors) in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
-                title="Weights unavailable", print_exception=False) from None
+            self.unavailable[style] = str(exc).splitlines()[0]
+            self._failed_at[style] = time.monotonic()
+            raise self._unavailable_error(style) from None
         except ImportError as exc:  # face mode needs the face module and facenet-pytorch
             raise gr.Error(f"Face mode is not available on this server ({exc}). Set faces to Off.",
                            title="Face mode unavailable", print_exception=False) from None

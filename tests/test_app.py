@@ -135,6 +135,8 @@ def test_starts_without_weights_and_says_which_styles_are_unavailable(tmp_path):
             with pytest.raises(AppError, match="ANIMEGAN_WEIGHTS_DIR"):
                 stylize(client, photo("astronaut.png"))
         assert server.alive()
+        # it failed at start moments ago: answered at once, not fetched (and waited for) again
+        assert "weights for face_paint_512_v2" not in server.log()
 
 
 # -- the server-side policy, in process (no server needed) -----------------------------------
