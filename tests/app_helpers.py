@@ -136,9 +136,19 @@ def chromium_missing_reason() -> str:
             "scripts/test.sh does) or set ANIMEGAN_CHROMIUM")
 
 
-def launch_chromium(playwright):
+def require_chromium() -> None:
+    """Skip a browser test where Chromium is missing, except in CI (CI=true), where it fails."""
+    import pytest
+
+    if not have_chromium():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(chromium_missing_reason(), pytrace=False)
+        pytest.skip(chromium_missing_reason())
+
+
+def launch_chromium(playwright, *extra_args: str):
     """Debian's Chromium; Playwright never downloads a browser of its own here."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
 
 
 def open_app(context, url: str):

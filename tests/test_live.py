@@ -3,7 +3,6 @@ through a real server, and the tab in headless Chromium with a fake camera."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -263,16 +262,13 @@ def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
 
 def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
+    from app_helpers import launch_chromium, require_chromium
+
+    require_chromium()
     camera = write_y4m(tmp_path / "camera.y4m", [marked_frame(i % CELLS) for i in range(24)])
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"]
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
+        browser = launch_chromium(p, f"--use-file-for-fake-video-capture={camera}")
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server, wait_until="load")

@@ -214,20 +214,15 @@ def test_not_a_clip(stylizer, tmp_path):
 
 # -- the tab, in a real browser ----------------------------------------------------------------------
 def test_video_tab_in_chromium(server, clip):
-    import shutil
-    from pathlib import Path
-
     sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
+    from app_helpers import launch_chromium, require_chromium
+
+    require_chromium()
     path, _ = clip
     screenshots = ROOT / "screenshots"
     screenshots.mkdir(exist_ok=True)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"]
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server, wait_until="load")
