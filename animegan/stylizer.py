@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -34,6 +34,7 @@ class Result:
     faces: int | None = None
     notes: list[str] = field(default_factory=list)
     upgrading: bool = False  # the automatic backend is still building a faster one
+    source: Image.Image | None = None  # what the network saw: the resized photo, or a portrait's framed face
 
     def summary(self) -> str:
         w, h = self.size
@@ -123,8 +124,8 @@ class Stylizer:
             if hit is not None:
                 self._cache.move_to_end(key)
         if hit is not None:
-            return Result(hit.image.copy(), hit.style, hit.size, time.perf_counter() - start,
-                          hit.backend, cached=True, faces=hit.faces, notes=list(hit.notes))
+            return replace(hit, image=hit.image.copy(), seconds=time.perf_counter() - start, cached=True,
+                           notes=list(hit.notes))
 
         if not self.is_loaded(style):
             report(0.05, f"Loading the {spec.title} weights")
@@ -150,13 +151,13 @@ class Stylizer:
         backend = self._backends[style]
         ready = getattr(backend, "ready", None)  # AutoBackend: set once no faster backend is coming
         upgrading = ready is not None and not ready.is_set()
-        result = Result(out, style, out.size, time.perf_counter() - start, backend.name, faces=faces, notes=notes)
+        result = Result(out, style, out.size, time.perf_counter() - start, backend.name, faces=faces, notes=notes,
+                        source=shown)
         with self._cache_lock:
             self._cache[key] = result
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return Result(out.copy(), style, out.size, result.seconds, backend.name, faces=faces, notes=list(notes),
-                      upgrading=upgrading)
+        return replace(result, image=out.copy(), notes=list(notes), upgrading=upgrading)
 
     def __call__(self, image: images.ImageInput, style: str | None = None, **options) -> Image.Image:
         return self.run(image, style, **options).image

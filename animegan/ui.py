@@ -226,14 +226,13 @@ class App:
         result = self._run(image, style, face_crop, side, progress)
         for note in result.notes:
             gr.Info(note)
-        before = _before(image_source(image), result.image.size)
-        return result.image, (before, result.image), f"✅ {result.summary()}"
+        return result.image, (_before(result), result.image), f"✅ {result.summary()}"
 
 
-def _before(src: str | bytes, size: tuple[int, int]) -> Image.Image:
-    """The photo as the network saw it, at the result's size (letterboxed when the result
-    is a face crop of another shape), for the before/after slider."""
-    rgb = images.decode(src, MAX_PIXELS).rgb
+def _before(result: Result) -> Image.Image:
+    """What the network saw (the photo, or a portrait's framed face) at the result's size,
+    for the before/after slider; no second decode of the upload."""
+    rgb, size = result.source, result.image.size
     if abs(rgb.width / rgb.height - size[0] / size[1]) < 0.02:
         return images.resize(rgb, size)
     return ImageOps.pad(rgb, size, color=(255, 250, 243))

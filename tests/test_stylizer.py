@@ -142,3 +142,15 @@ def test_summary_says_when_a_faster_backend_is_coming():
     img = Image.new("RGB", (8, 8))
     assert "being prepared" in Result(img, "paprika", (8, 8), 1.0, "torch-fp32", upgrading=True).summary()
     assert "being prepared" not in Result(img, "paprika", (8, 8), 1.0, "openvino-int8").summary()
+
+
+def test_result_keeps_what_the_network_saw(stylizer):
+    """The app's before/after slider shows ``Result.source``: the resized photo, or for a
+    portrait the framed face (not the whole photo letterboxed)."""
+    plain = stylizer.run(photo("coffee.png"), max_side=300)
+    assert plain.source.size == (300, 200) == plain.image.size
+    portrait = stylizer.run(photo("astronaut.png"), face_crop="portrait")
+    assert portrait.source.size == portrait.image.size == (512, 512)
+    whole = Image.open(photo("astronaut.png")).convert("RGB")
+    assert not np.array_equal(np.asarray(portrait.source), np.asarray(whole))  # a crop, zoomed in
+    assert stylizer.run(photo("coffee.png"), max_side=300).source.size == (300, 200)  # from the cache too
