@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import images
+from . import faces, images
 from .runtime import INFERENCE_LOCK
 
 DEFAULT_SIDE = 256
 MIN_SIDE, MAX_SIDE = 128, 512
 DEFAULT_TIME_LIMIT = 60.0  # seconds of live preview per visitor and start
 SESSION_GAP = 3.0  # no frame for this long: the next frame starts a new session
-FACE_MARGIN = 2.0  # the square's side, in face boxes (same framing idea as the photo mode)
-FACE_LIFT = 0.05  # move the square up by this fraction of its side: hair over neck
 DETECT_EVERY = 3  # look for the face on every n-th processed frame; smooth in between
 
 
@@ -39,41 +37,26 @@ class LiveLimitReached(RuntimeError):
 
 
 # -- face framing ---------------------------------------------------------------------------
-def _face_detector():
-    """``animegan.faces.detect_faces`` where the face module is present, else None."""
-    try:
-        from .faces import detect_faces
-    except ImportError:
-        return None
-    return detect_faces
-
-
 def largest_face(img: Image.Image) -> tuple[float, float, float, float] | None:
-    """(x0, y0, x1, y1) of the largest face, or None (no face, or no face module)."""
-    detect = _face_detector()
-    if detect is None:
-        return None
-    faces = detect(img)
-    if not faces:
-        return None
-    face = faces[0]  # largest first
-    box = getattr(face, "box", face)
-    return tuple(float(v) for v in list(box)[:4])
+    """(x0, y0, x1, y1) of the largest face, or None."""
+    found = faces.detect_faces(img)
+    return found[0].box if found else None
 
 
 class BoxSmoother:
     """A square that follows a face box over frames without jitter.
 
-    Each new box moves the square a fraction ``alpha`` of the way towards it (exponential
-    smoothing of centre and side). A box far from the square (another person, a jump)
-    snaps it there at once; after ``hold`` frames without a face the square is let go
-    and the framing falls back to the centre of the picture.
+    Each new box moves the tracked face (centre and size) a fraction ``alpha`` of the way
+    towards it (exponential smoothing). A box far from it (another person, a jump) snaps
+    there at once; after ``hold`` frames without a face the face is let go and the framing
+    falls back to the centre of the picture. The square itself is the photo mode's
+    framing (:func:`animegan.faces.face_square`) around the smoothed face.
     """
 
     def __init__(self, alpha: float = 0.35, snap: float = 0.6, hold: int = 10,
-                 margin: float = FACE_MARGIN, lift: float = FACE_LIFT) -> None:
+                 margin: float = faces.MARGIN, lift: float = faces.LIFT) -> None:
         self.alpha, self.snap, self.hold, self.margin, self.lift = alpha, snap, hold, margin, lift
-        self.state: np.ndarray | None = None  # cx, cy, side
+        self.state: np.ndarray | None = None  # cx, cy, size of the face box's longer side
         self.missing = 0
 
     def update(self, box: tuple[float, float, float, float] | None) -> None:
@@ -84,42 +67,26 @@ class BoxSmoother:
             return
         self.missing = 0
         x0, y0, x1, y1 = box
-        side = max(x1 - x0, y1 - y0) * self.margin
-        target = np.array([(x0 + x1) / 2, (y0 + y1) / 2 - self.lift * side, side])
+        target = np.array([(x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)])
         if self.state is None:
             self.state = target
             return
         moved = np.hypot(*(target[:2] - self.state[:2]))
         ratio = target[2] / self.state[2]
-        if moved > self.snap * self.state[2] or not 0.6 < ratio < 1.6:
+        if moved > self.snap * self.margin * self.state[2] or not 0.6 < ratio < 1.6:
             self.state = target
         else:
             self.state = self.state + self.alpha * (target - self.state)
 
-    def square(self, size: tuple[int, int]) -> tuple[int, int, int]:
-        """(left, top, side) in the picture; the centred square when there is no face.
-        Slid back inside the picture where it fits; larger ones stay centred on the face."""
+    def square(self, size: tuple[int, int]) -> faces.Square:
+        """The square around the smoothed face; the centred square when there is none."""
         w, h = size
         if self.state is None:
             side = min(w, h)
-            return (w - side) // 2, (h - side) // 2, side
-        cx, cy, side = self.state
-        side = max(16, round(side))
-        left, top = round(cx - side / 2), round(cy - side / 2)
-        if side <= w:
-            left = min(max(left, 0), w - side)
-        if side <= h:
-            top = min(max(top, 0), h - side)
-        return left, top, side
-
-
-def crop_square(img: Image.Image, left: int, top: int, side: int) -> Image.Image:
-    """``img`` cut to the square; parts outside the picture repeat its edge (no black bars)."""
-    arr = np.asarray(img)
-    h, w = arr.shape[:2]
-    ys = np.clip(np.arange(top, top + side), 0, h - 1)
-    xs = np.clip(np.arange(left, left + side), 0, w - 1)
-    return Image.fromarray(np.ascontiguousarray(arr[ys[:, None], xs[None, :]]), img.mode)
+            return faces.Square((w - side) // 2, (h - side) // 2, side)
+        cx, cy, s = self.state
+        face = faces.Face((cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2), 1.0)
+        return faces.face_square(face, size, self.margin, self.lift)
 
 
 # -- one visitor ------------------------------------------------------------------------------
@@ -252,12 +219,8 @@ class LiveStylizer:
 
     def _frame_face(self, session: LiveSession, img: Image.Image) -> Image.Image:
         """The square around the (smoothed) largest face; the centre square without one."""
-        if _face_detector() is None:
-            session.note = "face detection unavailable: centre crop"
-        else:
-            session.face_frames += 1
-            if session.face_frames % self.detect_every == 1 or self.detect_every == 1:
-                session.smoother.update(largest_face(img))
-            session.note = "face" if session.smoother.state is not None else "no face: centre crop"
-        left, top, side = session.smoother.square(img.size)
-        return crop_square(img, left, top, side)
+        session.face_frames += 1
+        if session.face_frames % self.detect_every == 1 or self.detect_every == 1:
+            session.smoother.update(largest_face(img))
+        session.note = "face" if session.smoother.state is not None else "no face: centre crop"
+        return faces.crop_square(img, session.smoother.square(img.size))

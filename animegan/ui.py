@@ -203,9 +203,6 @@ class App:
             self.unavailable[style] = str(exc).splitlines()[0]
             self._failed_at[style] = time.monotonic()
             raise self._unavailable_error(style) from None
-        except ImportError as exc:  # face mode needs the face module and facenet-pytorch
-            raise gr.Error(f"Face mode is not available on this server ({exc}). Set faces to Off.",
-                           title="Face mode unavailable", print_exception=False) from None
         except gr.Error:
             raise
         except Exception as exc:
