@@ -134,11 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     clips = [(source, rel) for source, rel in files if video.is_video_path(source)]
     files = [(source, rel) for source, rel in files if not video.is_video_path(source)]
     failed = sum(run_video(stylizer, source, rel, out_dir, args) for source, rel in clips)
-    if not files:
-        print(f"{len(clips) - failed} of {len(clips)} clip(s) written to {out_dir}/"
-              + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-        return 1 if failed else 0
-
     bar = tqdm(files, unit="photo", disable=len(files) < 2)
     for source, rel in bar:
         bar.set_postfix_str(source.name)
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
     total = len(files) + len(clips)
-    noun = "file(s)" if clips else "photo(s)"
+    noun = "clip(s)" if not files else "file(s)" if clips else "photo(s)"
     print(f"{total - failed} of {total} {noun} written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
           file=sys.stderr)
     return 1 if failed else 0
