@@ -49,7 +49,6 @@ SIDE_MIN = 256  # the smallest output size the slider offers
 SIDE_LIMIT = max(SIDE_MIN, _env_int("ANIMEGAN_MAX_SIDE_LIMIT", 1024))  # hard cap, applied on the server
 DEFAULT_SIDE = min(SIDE_LIMIT, max(SIDE_MIN, _env_int("ANIMEGAN_DEFAULT_SIDE", 512)))
 QUEUE_SIZE = max(1, _env_int("ANIMEGAN_QUEUE_SIZE", 16))  # waiting jobs beyond this get "busy, try again"
-MAX_PIXELS = 40_000_000  # decoded pixels; bigger files are refused with a message
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
 LIVE_TIME_LIMIT = _env_float("ANIMEGAN_LIVE_TIME_LIMIT", live.DEFAULT_TIME_LIMIT)  # seconds per webcam start
 VIDEO_MAX_SECONDS = _env_float("ANIMEGAN_VIDEO_MAX_SECONDS", video.DEFAULT_MAX_SECONDS)  # longest clip accepted
@@ -108,7 +107,7 @@ class App:
     """What the page's events call: one Stylizer, which styles have weights, and the text."""
 
     def __init__(self, stylizer: Stylizer | None = None) -> None:
-        self.stylizer = stylizer or Stylizer(DEFAULT_STYLE, max_side=DEFAULT_SIDE, max_pixels=MAX_PIXELS)
+        self.stylizer = stylizer or Stylizer(DEFAULT_STYLE, max_side=DEFAULT_SIDE)  # images.DEFAULT_MAX_PIXELS
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
 
