@@ -1,6 +1,6 @@
 """animegan: photos to anime portraits with AnimeGANv2, fast on a CPU."""
 
-from .generator import Generator
+from .models import Generator
 from .images import ImageError
 from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
 from .stylizer import Result, Stylizer, stylize

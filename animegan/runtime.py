@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .generator import Generator
+from .models import Generator
 
 log = logging.getLogger("animegan")
 

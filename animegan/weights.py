@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .generator import Generator
+from .models import Generator
 from .styles import Style, get_style
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"
