@@ -3,12 +3,13 @@ usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT environment variables)."""
 
 import logging
 
-from animegan import ui
+from animegan.app import build, launch
+from animegan.settings import Settings
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-demo = ui.build()
+demo = build(Settings.from_env())
 
 if __name__ == "__main__":
-    ui.launch(demo)
+    launch(demo)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import images, video
+from . import policy, video
+from .errors import user_message
+from .settings import Settings
 from .styles import DEFAULT_STYLE, STYLES
 from .stylizer import Stylizer
-from .weights import WeightsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="style to apply (default: %(default)s; see --list-styles)")
     p.add_argument("--list-styles", action="store_true", help="list the styles and exit")
     p.add_argument("--weights", metavar="FILE", help="use this .pt/.safetensors file for the chosen style")
-    p.add_argument("--max-side", type=int, default=images.DEFAULT_MAX_SIDE, metavar="PX",
+    p.add_argument("--max-side", type=int, default=policy.DEFAULT_MAX_SIDE, metavar="PX",
                    help="shrink photos so the long side is at most PX before stylizing; 0 = never "
                         "(default: %(default)s)")
     p.add_argument("--keep-size", action="store_true", help="scale the result back to the photo's own size")
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
     p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
     v = p.add_argument_group("video clips (.mp4 .mov .webm .mkv .avi .m4v; written as .mp4)")
-    v.add_argument("--video-max-side", type=int, default=video.DEFAULT_VIDEO_MAX_SIDE, metavar="PX",
+    v.add_argument("--video-max-side", type=int, default=policy.VIDEO_SIDE, metavar="PX",
                    help="shrink video frames so the long side is at most PX; 0 = never (default: %(default)s)")
     v.add_argument("--max-seconds", type=float, default=video.DEFAULT_MAX_SECONDS, metavar="S",
                    help="refuse clips longer than S seconds; 0 = no limit (default: %(default)s)")
@@ -118,17 +119,18 @@ def main(argv: list[str] | None = None) -> int:
 
     files = collect(args.inputs)
     out_dir = Path(args.output)
-    stylizer = Stylizer(args.style, backend=args.backend, max_side=args.max_side or None,
-                        weights_file=args.weights)
     try:
+        stylizer = Stylizer(args.style, settings=Settings.from_env(), backend=args.backend,
+                            max_side=args.max_side or None, weights_file=args.weights)
         backend = stylizer.backend()
-    except (WeightsError, ValueError) as exc:
+    except Exception as exc:
+        if user_message(exc) is None:
+            raise
         print(f"animegan: {exc}", file=sys.stderr)
         return 1
     if args.verbose:
-        upgrading = hasattr(backend, "ready") and not backend.ready.is_set()
         print(f"style {args.style}, backend {backend.name}"
-              + (" (building a faster one in the background)" if upgrading else "")
+              + (" (building a faster one in the background)" if backend.upgrading else "")
               + f", {len(files)} file(s)", file=sys.stderr)
 
     clips = [(source, rel) for source, rel in files if video.is_video_path(source)]
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                                   side_by_side=args.side_by_side)
             target = output_path(out_dir, rel, args.suffix, args.format, source)
             save(result.image, target, args.format)
-        except (images.ImageError, OSError) as exc:
+        except Exception as exc:
+            if user_message(exc) is None and not isinstance(exc, OSError):
+                raise
             failed += 1
             tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
             continue
@@ -170,7 +174,9 @@ def run_video(stylizer: Stylizer, source: Path, rel: Path, out_dir: Path, args) 
     try:
         result = video.stylize_video(stylizer, source, target, max_side=args.video_max_side or None,
                                      max_seconds=args.max_seconds or None, trim=args.trim, progress=progress)
-    except (video.VideoError, images.ImageError, OSError) as exc:
+    except Exception as exc:
+        if user_message(exc) is None and not isinstance(exc, OSError):
+            raise
         tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
         return 1
     finally:

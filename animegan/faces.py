@@ -1,5 +1,6 @@
-"""Faces: find them with MTCNN, frame them as the face models were trained, and either
-return the stylized portrait or blend every stylized face back into the whole picture.
+"""Faces: find them with MTCNN and frame them as the face models were trained. Pure
+detection and geometry: the face loop itself (stylize the crop, paste it back) is the
+Stylizer's.
 
 The face_paint models saw 512 x 512 crops with the face filling the middle, hair and chin
 included; a face that covers a tenth of a holiday photo gets a much worse result than
@@ -10,19 +11,11 @@ trained size, and (paste mode) scale back and feather it into the stylized photo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
-
-from .runtime import INFERENCE_LOCK
-from .styles import get_style
-
-if TYPE_CHECKING:
-    from .stylizer import Stylizer
 
 DETECT_SIDE = 640  # detect on a copy whose long side is at most this
 THRESHOLD = 0.95  # MTCNN's final (ONet) probability; real faces score 0.99+
@@ -33,10 +26,7 @@ MAX_FACES = 8
 # landmarks, enlarged 1.3x; on our photos' MTCNN landmarks that is 1.98-2.13x the box.
 MARGIN = 2.0
 LIFT = 0.05  # move the square up by this fraction of its side: hair matters more than neck
-PAD = "edge"  # where the square leaves the photo: repeat the edge (mirroring doubles faces)
 FEATHER = 0.12  # paste mode: the mask fades in over this fraction of the square's side
-
-NO_FACE_NOTE = "No face found; stylized the whole photo."
 
 
 @dataclass(frozen=True)
@@ -99,6 +89,9 @@ def detect_faces(
 ) -> list[Face]:
     """Human faces in ``img`` (any mode), largest first, at most ``max_faces``.
 
+    The caller decides when detection may use the cores (the Stylizer holds the
+    inference lock around it); the shared detector is never changed by a call.
+
     Detection runs on a copy whose long side is at most ``detect_side`` and the boxes are
     mapped back, so a 12-megapixel photo costs about as much as a small one. Faces below
     ``threshold`` probability or smaller than ``min_face`` x the photo's long side (and
@@ -116,15 +109,16 @@ def detect_faces(
     min_size = max(MIN_FACE_PX, round(min_face * max(small.size)))
     if min(small.size) < min_size:
         return []  # no face that large fits (and MTCNN would fail on an empty pyramid)
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
     mtcnn = _get_detector()
-    with INFERENCE_LOCK, torch.inference_mode():
-        mtcnn.min_face_size = min_size
-        boxes, probs = mtcnn.detect(np.asarray(small))
-    if boxes is None:
-        return []
+    with torch.inference_mode():  # the minimum face size is this call's, not the detector's
+        found, _ = detect_face(np.asarray(small), min_size, mtcnn.pnet, mtcnn.rnet, mtcnn.onet,
+                               mtcnn.thresholds, mtcnn.factor, mtcnn.device)
+    found = np.asarray(found[0] if len(found) else [], dtype=np.float64).reshape(-1, 5)
     sx, sy = w / small.width, h / small.height
     faces = []
-    for box, prob in zip(np.asarray(boxes, dtype=np.float64), np.asarray(probs, dtype=np.float64), strict=True):
+    for box, prob in zip(found[:, :4], found[:, 4], strict=True):
         x0, y0 = max(0.0, box[0] * sx), max(0.0, box[1] * sy)
         x1, y1 = min(float(w), box[2] * sx), min(float(h), box[3] * sy)
         if prob < threshold or max(x1 - x0, y1 - y0) < min_face * max(w, h):
@@ -154,28 +148,13 @@ def face_square(
     return Square(left, top, side)
 
 
-def _reflect(index: np.ndarray, n: int) -> np.ndarray:
-    """Indices outside 0..n-1 mirrored back in (like numpy's 'reflect'), any distance out."""
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * (n - 1)
-    index = np.mod(index, period)
-    return np.where(index < n, index, period - index)
-
-
-def crop_square(img: Image.Image, square: Square, pad: str = PAD) -> Image.Image:
+def crop_square(img: Image.Image, square: Square) -> Image.Image:
     """``img`` cut to ``square`` at its own scale. Parts outside the photo repeat its edge
-    (``pad='edge'``) or mirror it (``'reflect'``); never black bars."""
+    (mirroring would double faces); never black bars."""
     arr = np.asarray(img)
     h, w = arr.shape[:2]
-    ys = np.arange(square.top, square.top + square.side)
-    xs = np.arange(square.left, square.left + square.side)
-    if pad == "edge":
-        ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
-    elif pad == "reflect":
-        ys, xs = _reflect(ys, h), _reflect(xs, w)
-    else:
-        raise ValueError(f"pad must be 'edge' or 'reflect', not {pad!r}.")
+    ys = np.clip(np.arange(square.top, square.top + square.side), 0, h - 1)
+    xs = np.clip(np.arange(square.left, square.left + square.side), 0, w - 1)
     return Image.fromarray(np.ascontiguousarray(arr[ys[:, None], xs[None, :]]), img.mode)
 
 
@@ -209,47 +188,3 @@ def paste_face(canvas: np.ndarray, face_img: Image.Image, square: Square, feathe
     sy, sx = slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0)
     region = canvas[cy0:cy1, cx0:cx1]
     canvas[cy0:cy1, cx0:cx1] = region + mask[sy, sx] * (face[sy, sx] - region)
-
-
-# -- the face path of Stylizer.run -------------------------------------------------------
-def stylize_faces(
-    stylizer: Stylizer,
-    style: str,
-    source: Image.Image,
-    mode: str,
-    report: Callable[[float, str], None] = lambda fraction, text: None,
-    *,
-    margin: float = MARGIN,
-) -> tuple[Image.Image, int, list[str], Image.Image]:
-    """Stylize ``source`` (RGB) in face mode ``'portrait'`` or ``'paste'``.
-
-    Returns the image, how many faces were found, notes for the person, and the picture
-    the network saw (the framed face in a portrait, else ``source``). With no face,
-    the whole photo is stylized and a note says so.
-    """
-    if mode not in ("portrait", "paste"):
-        raise ValueError(f"Face mode must be 'portrait' or 'paste', not {mode!r}.")
-    size = get_style(style).size
-    report(0.25, "Finding faces")
-    faces = detect_faces(source)
-    if not faces:
-        report(0.5, "No face found; stylizing the whole photo")
-        return stylizer.run_array(style, source), 0, [NO_FACE_NOTE], source
-
-    if mode == "portrait":
-        notes = []
-        if len(faces) > 1:
-            notes.append(f"Found {len(faces)} faces; the portrait shows the largest.")
-        report(0.4, "Stylizing the face")
-        crop, _ = frame_face(source, faces[0], size, margin)
-        return stylizer.run_array(style, crop), len(faces), notes, crop
-
-    report(0.3, "Stylizing the whole photo")
-    canvas = np.asarray(stylizer.run_array(style, source), dtype=np.float32).copy()
-    # Paste the smallest first so that where squares overlap, the larger face wins.
-    for i, face in enumerate(reversed(faces)):
-        report(0.4 + 0.55 * i / len(faces), f"Stylizing face {i + 1} of {len(faces)}")
-        crop, square = frame_face(source, face, size, margin)
-        paste_face(canvas, stylizer.run_array(style, crop), square)
-    out = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
-    return out, len(faces), [], source

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
+from .policy import DEFAULT_MAX_PIXELS, MIN_SIDE
 
-DEFAULT_MAX_SIDE = 1024
-MIN_SIDE = 16
-DEFAULT_MAX_PIXELS = 40_000_000
+ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
 
 class ImageError(ValueError):

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import faces, images
-from .runtime import INFERENCE_LOCK
+from . import faces, images, policy
+from .stylizer import Busy
 
-DEFAULT_SIDE = 256
-MIN_SIDE, MAX_SIDE = 128, 512
 DEFAULT_TIME_LIMIT = 60.0  # seconds of live preview per visitor and start
 SESSION_GAP = 3.0  # no frame for this long: the next frame starts a new session
 DETECT_EVERY = 3  # look for the face on every n-th processed frame; smooth in between
@@ -37,12 +35,6 @@ class LiveLimitReached(RuntimeError):
 
 
 # -- face framing ---------------------------------------------------------------------------
-def largest_face(img: Image.Image) -> tuple[float, float, float, float] | None:
-    """(x0, y0, x1, y1) of the largest face, or None."""
-    found = faces.detect_faces(img)
-    return found[0].box if found else None
-
-
 class BoxSmoother:
     """A square that follows a face box over frames without jitter.
 
@@ -140,7 +132,7 @@ class FrameResult:
 class LiveStylizer:
     """Stylizes live frames for any number of visitors, one frame at a time per process."""
 
-    def __init__(self, stylizer, *, side: int = DEFAULT_SIDE, time_limit: float | None = DEFAULT_TIME_LIMIT,
+    def __init__(self, stylizer, *, side: int = policy.LIVE_SIDE, time_limit: float | None = DEFAULT_TIME_LIMIT,
                  detect_every: int = DETECT_EVERY) -> None:
         self.stylizer = stylizer
         self.side = side
@@ -180,15 +172,13 @@ class LiveStylizer:
         if frame is None:
             return session, FrameResult(session.last_image, False, session.status(self.time_limit, now))
         style = style or self.stylizer.style
-        side = int(min(MAX_SIDE, max(MIN_SIDE, side or self.side)))
-        backend = self.stylizer.backend(style)  # loads once; outside the locks
+        side = policy.clamp_side(side or self.side, policy.LIVE_SIDE_MIN, policy.LIVE_SIDE_MAX, self.side)
+        self.stylizer.backend(style)  # loads once; outside the locks
 
         if not self._busy.acquire(blocking=False):
             return session, self._drop(session, now)
         try:
             start = time.perf_counter()
-            if INFERENCE_LOCK.locked():  # a photo or video is being stylized: do not wait for it
-                return session, self._drop(session, now)
             img = images.decode(frame).rgb
             if face_crop:
                 img = self._frame_face(session, img)
@@ -196,15 +186,11 @@ class LiveStylizer:
                 session.note = ""
             # portrait framing always gives side x side (a small face square is enlarged)
             small = images.resize(img, (side, side) if face_crop else images.fit_size(img.size, side))
-            x = images.to_array(small)
-            if not INFERENCE_LOCK.acquire(blocking=False):
-                return session, self._drop(session, now)
-            try:
-                y = backend(x)
-            finally:
-                INFERENCE_LOCK.release()
-            out = images.from_array(y)
+            # a photo or clip is being stylized: drop this frame rather than wait for it
+            out = self.stylizer.run_array(style, small, wait=False)
             seconds = time.perf_counter() - start
+        except Busy:
+            return session, self._drop(session, now)
         finally:
             self._busy.release()
         session.processed += 1
@@ -221,6 +207,7 @@ class LiveStylizer:
         """The square around the (smoothed) largest face; the centre square without one."""
         session.face_frames += 1
         if session.face_frames % self.detect_every == 1 or self.detect_every == 1:
-            session.smoother.update(largest_face(img))
+            found = self.stylizer.detect_faces(img, wait=False)  # Busy drops the frame
+            session.smoother.update(found[0].box if found else None)
         session.note = "face" if session.smoother.state is not None else "no face: centre crop"
         return faces.crop_square(img, session.smoother.square(img.size))

@@ -1,8 +1,15 @@
 """The one object that takes a photo through the whole path: decode, size policy,
-(faces), the generator on a backend, and back to an image, with a result cache."""
+(faces), the generator on a backend, and back to an image, with a result cache.
+
+It owns the face loop too (find the faces, stylize each framed face, paste it back):
+``animegan.faces`` only detects and frames. Every model pass and every face detection
+holds ``host.INFERENCE_LOCK``; live frames ask with ``wait=False`` and get
+:class:`Busy` instead of waiting behind a photo or a clip.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -12,13 +19,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from . import images, weights
-from .runtime import INFERENCE_LOCK, Backend, make_backend
+from . import faces as facelib
+from . import images, policy, weights
+from .backends import Backend, make_backend
+from .host import INFERENCE_LOCK
+from .policy import FaceMode
+from .settings import Settings
 from .styles import DEFAULT_STYLE, Style, get_style
 
 ProgressFn = Callable[[float, str], None]
+NO_FACE_NOTE = "No face found; stylized the whole photo."
+
+
+class Busy(RuntimeError):
+    """The process is stylizing something else and the caller chose not to wait."""
+
+
+@contextlib.contextmanager
+def _inference(wait: bool):
+    """The inference lock; with ``wait=False``, :class:`Busy` at once when it is taken."""
+    if not INFERENCE_LOCK.acquire(blocking=wait):
+        raise Busy("another picture is being stylized")
+    try:
+        yield
+    finally:
+        INFERENCE_LOCK.release()
 
 
 @dataclass
@@ -50,21 +78,24 @@ class Stylizer:
     """Holds the loaded models (one per style), the backend choice and a result cache.
 
     Create one per process and share it: the app, the command line and the tests do.
+    ``settings`` default to ``Settings.from_env()``, read once here.
     """
 
     def __init__(
         self,
         style: str = DEFAULT_STYLE,
         *,
+        settings: Settings | None = None,
         backend: str | None = None,
-        max_side: int | None = images.DEFAULT_MAX_SIDE,
-        max_pixels: int = images.DEFAULT_MAX_PIXELS,
+        max_side: int | None = policy.DEFAULT_MAX_SIDE,
+        max_pixels: int = policy.DEFAULT_MAX_PIXELS,
         weights_file: str | Path | None = None,
         cache_size: int = 32,
     ) -> None:
         get_style(style)  # fail early on a typo
         self.style = style
-        self.backend_name = backend
+        self.settings = settings or Settings.from_env()
+        self.backend_name = backend or self.settings.backend
         self.max_side = max_side
         self.max_pixels = max_pixels
         self._overrides: dict[str, Path] = {style: Path(weights_file)} if weights_file else {}
@@ -76,7 +107,7 @@ class Stylizer:
 
     # -- models -----------------------------------------------------------------------
     def weights_path(self, style: str) -> Path:
-        return self._overrides.get(style) or weights.resolve(get_style(style))
+        return self._overrides.get(style) or weights.resolve(get_style(style), self.settings)
 
     def backend(self, style: str | None = None) -> Backend:
         """The ready backend for ``style``, loading (and downloading) it on first use."""
@@ -84,26 +115,33 @@ class Stylizer:
         with self._load_lock:
             if style not in self._backends:
                 model = weights.load_generator(self.weights_path(style))
-                self._backends[style] = make_backend(model, self.backend_name)
+                self._backends[style] = make_backend(model, self.backend_name, self.settings)
             return self._backends[style]
 
     def is_loaded(self, style: str) -> bool:
         return style in self._backends
 
     # -- the path of one photo -----------------------------------------------------------
-    def run_array(self, style: str, img: Image.Image) -> Image.Image:
-        """Stylize an RGB image at its own size (no size policy, no cache)."""
+    def run_array(self, style: str, img: Image.Image, *, wait: bool = True) -> Image.Image:
+        """Stylize an RGB image at its own size (no size policy, no cache). With
+        ``wait=False`` raise :class:`Busy` instead of waiting for another picture."""
         backend = self.backend(style)
-        with INFERENCE_LOCK:
-            out = backend(images.to_array(img))
+        x = images.to_array(img)
+        with _inference(wait):
+            out = backend(x)
         return images.from_array(out)
+
+    def detect_faces(self, img: Image.Image, *, wait: bool = True) -> list[facelib.Face]:
+        """Faces in ``img``, largest first (MTCNN takes the cores like a model pass)."""
+        with _inference(wait):
+            return facelib.detect_faces(img)
 
     def run(
         self,
         image: images.ImageInput,
         style: str | None = None,
         *,
-        face_crop: str | bool | None = None,
+        face_crop: FaceMode | bool | None = None,
         max_side: int | None | bool = True,
         keep_size: bool = False,
         side_by_side: bool = False,
@@ -117,7 +155,7 @@ class Stylizer:
         start = time.perf_counter()
 
         decoded = images.decode(image, self.max_pixels)
-        mode = _face_mode(face_crop)
+        mode = policy.parse_face_mode(face_crop)
         key = _cache_key(decoded, style, mode, limit, keep_size, side_by_side)
         with self._cache_lock:
             hit = self._cache.get(key)
@@ -135,12 +173,10 @@ class Stylizer:
         faces = None
         notes: list[str] = []
         shown = source  # what the network saw: the photo, or the framed face of a portrait
-        if mode is None:
+        if mode == "off":
             out = self.run_array(style, source)
         else:
-            from .faces import stylize_faces
-
-            out, faces, notes, shown = stylize_faces(self, style, source, mode, report)
+            out, faces, notes, shown = self._stylize_faces(style, source, mode, report)
         if side_by_side:
             out = _side_by_side(images.resize(shown, out.size), out)
         elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
@@ -149,8 +185,7 @@ class Stylizer:
             out = images.with_alpha(out, decoded.alpha)
         report(1.0, "Done")
         backend = self._backends[style]
-        ready = getattr(backend, "ready", None)  # AutoBackend: set once no faster backend is coming
-        upgrading = ready is not None and not ready.is_set()
+        upgrading = backend.upgrading
         result = Result(out, style, out.size, time.perf_counter() - start, backend.name, faces=faces, notes=notes,
                         source=shown)
         with self._cache_lock:
@@ -159,18 +194,35 @@ class Stylizer:
                 self._cache.popitem(last=False)
         return replace(result, image=out.copy(), notes=list(notes), upgrading=upgrading)
 
+    def _stylize_faces(self, style: str, source: Image.Image, mode: FaceMode, report: ProgressFn,
+                       ) -> tuple[Image.Image, int, list[str], Image.Image]:
+        """Face mode ``portrait`` or ``paste`` on ``source`` (RGB): the image, how many
+        faces were found, notes for the person, and the picture the network saw (the
+        framed face in a portrait, else ``source``). With no face, the whole photo is
+        stylized and a note says so."""
+        size = get_style(style).size
+        report(0.25, "Finding faces")
+        found = self.detect_faces(source)
+        if not found:
+            report(0.5, "No face found; stylizing the whole photo")
+            return self.run_array(style, source), 0, [NO_FACE_NOTE], source
+        if mode == "portrait":
+            notes = [f"Found {len(found)} faces; the portrait shows the largest."] if len(found) > 1 else []
+            report(0.4, "Stylizing the face")
+            crop, _ = facelib.frame_face(source, found[0], size)
+            return self.run_array(style, crop), len(found), notes, crop
+        report(0.3, "Stylizing the whole photo")
+        canvas = np.asarray(self.run_array(style, source), dtype=np.float32).copy()
+        # Paste the smallest first so that where squares overlap, the larger face wins.
+        for i, face in enumerate(reversed(found)):
+            report(0.4 + 0.55 * i / len(found), f"Stylizing face {i + 1} of {len(found)}")
+            crop, square = facelib.frame_face(source, face, size)
+            facelib.paste_face(canvas, self.run_array(style, crop), square)
+        out = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+        return out, len(found), [], source
+
     def __call__(self, image: images.ImageInput, style: str | None = None, **options) -> Image.Image:
         return self.run(image, style, **options).image
-
-
-def _face_mode(face_crop: str | bool | None) -> str | None:
-    if face_crop in (None, False, "", "off", "none"):
-        return None
-    if face_crop is True:
-        return "portrait"
-    if face_crop in ("portrait", "paste"):
-        return face_crop
-    raise ValueError(f"face_crop must be 'portrait', 'paste' or off, not {face_crop!r}.")
 
 
 def _cache_key(decoded: images.Decoded, *options) -> str:
@@ -199,8 +251,8 @@ def shared_stylizer() -> Stylizer:
 def stylize(
     image: images.ImageInput,
     style: str = DEFAULT_STYLE,
-    face_crop: str | bool | None = False,
-    max_side: int | None = images.DEFAULT_MAX_SIDE,
+    face_crop: FaceMode | bool | None = False,
+    max_side: int | None = policy.DEFAULT_MAX_SIDE,
     **options,
 ) -> Image.Image:
     """Photo in (path, bytes, PIL image or array), anime image out (PIL)."""

@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import images
+from . import images, policy
 from .styles import get_style
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
 DEFAULT_MAX_SECONDS = 30.0
-DEFAULT_VIDEO_MAX_SIDE = 512
 VIDEO_CRF = 20  # x264 quality: visually clean for flat anime colours, small files
 VIDEO_PRESET = "veryfast"  # encoding is a few % of the work; the model is the cost
 
@@ -245,7 +244,7 @@ def stylize_video(
     output: str | os.PathLike | None = None,
     *,
     style: str | None = None,
-    max_side: int | None = DEFAULT_VIDEO_MAX_SIDE,
+    max_side: int | None = policy.VIDEO_SIDE,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     trim: bool = False,
     progress: VideoProgressFn | None = None,

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from .models import Generator
+from .settings import Settings
 from .styles import Style, get_style
 
-WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"
+WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
 _SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
@@ -26,16 +27,7 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def cache_dir() -> Path:
-    """huggingface_hub's cache folder, read from the environment at call time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    return Path(home) / "hub"
-
-
-def _from_weights_dir(name: str) -> Path | None:
-    folder = os.environ.get(WEIGHTS_DIR_ENV)
+def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
     if not folder:
         return None
     for suffix in _SUFFIXES:
@@ -45,7 +37,7 @@ def _from_weights_dir(name: str) -> Path | None:
     return None
 
 
-def _from_hub(style: Style) -> Path:
+def _from_hub(style: Style, hub_cache: Path | None) -> Path:
     from huggingface_hub import hf_hub_download
 
     return Path(
@@ -53,19 +45,20 @@ def _from_hub(style: Style) -> Path:
             style.repo_id,
             style.filename,
             revision=style.revision,
-            cache_dir=cache_dir(),
+            cache_dir=hub_cache,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             local_files_only=_env_flag("HF_HUB_OFFLINE"),
         )
     )
 
 
-def _from_url(style: Style) -> Path:
+def _from_url(style: Style, hub_cache: Path | None) -> Path:
     """Weights with no Hub home: a plain HTTP download into the same cache folder."""
+    from huggingface_hub import constants
     from huggingface_hub.file_download import http_get
 
     key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
-    target = cache_dir() / "animegan-urls" / key / Path(style.url).name
+    target = Path(hub_cache or constants.HF_HUB_CACHE) / "animegan-urls" / key / Path(style.url).name
     if target.is_file():
         return target
     if _env_flag("HF_HUB_OFFLINE"):
@@ -91,14 +84,17 @@ def _describe(exc: BaseException) -> str:
     return said[:400]
 
 
-def resolve(style: str | Style) -> Path:
+def resolve(style: str | Style, settings: Settings | None = None) -> Path:
     """The local file holding a style's weights, downloading it once if needed.
 
-    Order: ``$ANIMEGAN_WEIGHTS_DIR/<style>.safetensors|.pt``, the style's local path,
-    the Hugging Face Hub (cached by huggingface_hub), then a plain URL.
+    Order: ``<settings.weights_dir>/<style>.safetensors|.pt`` (ANIMEGAN_WEIGHTS_DIR),
+    the style's local path, the Hugging Face Hub (cached by huggingface_hub in
+    ``settings.hub_cache``), then a plain URL. ``settings`` default to the environment's.
     """
+    settings = settings or Settings.from_env()
+    hub_cache = settings.hub_cache
     style = get_style(style) if isinstance(style, str) else style
-    local = _from_weights_dir(style.name)
+    local = _from_weights_dir(style.name, settings.weights_dir)
     if local is not None:
         return local
     if style.path is not None:
@@ -114,7 +110,7 @@ def resolve(style: str | Style) -> Path:
         sources.append((style.url, _from_url))
     for where, fetch in sources:
         try:
-            return fetch(style)
+            return fetch(style, hub_cache)
         except Exception as exc:  # network, 404, 5xx, offline: try the next source
             tried.append(f"  - {where}: {_describe(exc)}")
     offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if _env_flag("HF_HUB_OFFLINE") else ""
@@ -124,14 +120,6 @@ def resolve(style: str | Style) -> Path:
         + f"\nTo work offline, put the file in a folder as {style.name}.pt (or .safetensors) "
         f"and set {WEIGHTS_DIR_ENV} to that folder, or pass --weights FILE."
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:

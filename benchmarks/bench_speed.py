@@ -152,12 +152,12 @@ def worker(backend: str, inputs: dict[str, str], out_dir: Path, threads: int) ->
         name = "reference"
     else:
         sys.path.insert(0, str(ROOT))
-        from animegan import runtime
+        from animegan import backends, host
         from animegan.weights import load_generator
 
         model = load_generator(WEIGHTS)
-        be = runtime.make_backend(model, backend)
-        runtime.configure_threads(threads)
+        be = backends.make_backend(model, backend)
+        host.configure_threads(threads)
         run, name = be, be.name
     reply({"backend": name, "load_s": time.perf_counter() - start})
     cache: dict[str, np.ndarray] = {}
@@ -277,10 +277,12 @@ def fidelity(out_dir: Path, backend: str) -> tuple[float, int]:
 def default_backend() -> tuple[str, str]:
     """What ``auto`` picks here, and how long the int8 artefact took to build (in a
     subprocess, which builds it once if it is not cached yet)."""
-    code = ("import json; from animegan import runtime, ovgraph; from animegan.weights import load_generator; "
+    code = ("import json; from animegan import backends; from animegan.backends import openvino; "
+            "from animegan.settings import Settings; from animegan.weights import load_generator; "
             f"m = load_generator({str(WEIGHTS)!r}); "
-            "print(runtime.make_backend(m, 'auto', background=False).name); "
-            "meta = json.loads((ovgraph.artefact_dir(m.state_dict()) / 'meta.json').read_text()); "
+            "print(backends.make_backend(m, 'auto', background=False).name); "
+            "cache = backends.hub_cache(Settings.from_env()); "
+            "meta = json.loads((openvino.artefact_dir(m, cache) / 'meta.json').read_text()); "
             "print(meta['build_seconds'], meta['calibration_side'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -111,13 +111,13 @@ def main() -> int:
 
     if not os.environ.get("ANIMEGAN_WEIGHTS_DIR"):
         os.environ["ANIMEGAN_WEIGHTS_DIR"] = str(proxy_weights_dir())
-    from animegan import Stylizer, runtime
+    from animegan import Stylizer, host
 
-    runtime.configure_threads(args.threads)
+    host.configure_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     stylizer = Stylizer()
     backend = stylizer.backend()
-    runtime.configure_threads(args.threads)  # the backend may have chosen its own; hold it at --threads
+    host.configure_threads(args.threads)  # the backend may have chosen its own; hold it at --threads
     import torch
 
     lines = [

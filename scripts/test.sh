@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 python3 -m pip install -q -r requirements.txt -e ".[test]"
 python3 -m ruff check .
+lint-imports
 python3 -m pytest "$@"

@@ -18,7 +18,7 @@ os.environ["HF_HOME"] = _HF_HOME
 os.environ.pop("HF_HUB_CACHE", None)
 # Results must not change half-way through a test because the automatic backend
 # upgraded itself in the background: tests run on exact float32 unless they choose
-# (tests/test_runtime.py covers the automatic choice; one CLI test runs it end to end).
+# (tests/test_backends.py covers the automatic choice; one CLI test runs it end to end).
 os.environ.setdefault("ANIMEGAN_BACKEND", "torch-fp32")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -141,15 +141,20 @@ def test_starts_without_weights_and_says_which_styles_are_unavailable(tmp_path):
 
 # -- the server-side policy, in process (no server needed) -----------------------------------
 def test_size_policy_is_clamped_on_the_server(stylizer, monkeypatch):
-    from animegan import ui
+    from dataclasses import replace
 
-    assert ui.clamp_side(10**9) == ui.SIDE_LIMIT
-    assert ui.clamp_side(-3) == ui.SIDE_MIN
-    assert ui.clamp_side("not a number") == ui.DEFAULT_SIDE
-    assert ui.clamp_side(float("nan")) == ui.DEFAULT_SIDE
+    from animegan import policy
+    from animegan.app import photo as ui
 
-    monkeypatch.setattr(ui, "SIDE_LIMIT", 256)  # cheap to run: a page asking for 99999 px gets 256
     app = ui.App(stylizer)
+    settings = app.settings
+    assert app.clamp_side(10**9) == settings.max_side_limit
+    assert app.clamp_side(-3) == policy.SIDE_MIN
+    assert app.clamp_side("not a number") == settings.default_side
+    assert app.clamp_side(float("nan")) == settings.default_side
+
+    # cheap to run: a page asking for 99999 px gets 256
+    app = ui.App(stylizer, settings=replace(settings, max_side_limit=256))
     image, (before, after), status = app.stylize_page({"path": str(photo("coffee.png"))}, "paprika", "off", 99999,
                                                       progress=None)
     assert image.size == after.size == before.size == (256, 171)
@@ -157,7 +162,8 @@ def test_size_policy_is_clamped_on_the_server(stylizer, monkeypatch):
 
 
 def test_progress_reports_the_weights_then_stylizing(offline_weights):
-    from animegan import Stylizer, ui
+    from animegan import Stylizer
+    from animegan.app import photo as ui
 
     seen = []
     app = ui.App(Stylizer())  # nothing loaded yet: the first use loads the weights
@@ -172,7 +178,7 @@ def test_progress_reports_the_weights_then_stylizing(offline_weights):
 def test_missing_image_is_a_readable_error(stylizer):
     import gradio as gr
 
-    from animegan import ui
+    from animegan.app import photo as ui
 
     with pytest.raises(gr.Error, match="Add a photo first"):
         ui.App(stylizer).stylize_api(None, "paprika", "off", progress=None)
@@ -192,7 +198,8 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
 
     from app_helpers import free_port
 
-    from animegan import ui
+    from animegan import app as ui
+    from animegan.settings import Settings
     from animegan.stylizer import Result
 
     class SlowStylizer:
@@ -211,9 +218,8 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
         def is_loaded(self, style):
             return True
 
-    monkeypatch.setattr(ui, "QUEUE_SIZE", 1)
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = ui.build(ui.App(SlowStylizer()), check_weights=False)
+    demo = ui.build(app=ui.App(SlowStylizer(), settings=Settings(queue_size=1)), check_weights=False)
     port = free_port()
     ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from animegan import live
 from animegan.faces import Square
-from animegan.runtime import INFERENCE_LOCK
+from animegan.host import INFERENCE_LOCK
 
 CELLS = 12  # frames carry their number as a black cell in a white band along the top
 SCREENSHOTS = ROOT / "screenshots"

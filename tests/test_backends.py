@@ -16,11 +16,12 @@ import pytest
 import torch
 from conftest import PROXY_WEIGHTS, ROOT, photo
 
-from animegan import images, runtime
+from animegan import backends, host, images
+from animegan.backends import fidelity
+from animegan.backends import openvino as ovb
+from animegan.backends.auto import AutoBackend
+from animegan.settings import Settings
 from animegan.weights import load_generator
-
-pytest.importorskip("openvino")
-from animegan import ovgraph  # noqa: E402
 
 
 def _input(name: str, side: int) -> np.ndarray:
@@ -48,54 +49,55 @@ def artefacts(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     folder = tmp_path_factory.mktemp("hub")
     mp.setenv("HF_HUB_CACHE", str(folder))
-    mp.setenv(ovgraph.CALIBRATION_SIDE_ENV, "256")
+    mp.setenv("ANIMEGAN_CALIBRATION_SIDE", "256")
     yield folder
     mp.undo()
 
 
 def test_fp32_is_exact(model, reference):
     x, ref = reference
-    out = runtime.make_backend(model, "torch-fp32")(x)
+    out = backends.make_backend(model, "torch-fp32")(x)
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() < 1e-4
-    assert runtime.psnr(out, ref) >= 50
+    assert backends.psnr(out, ref) >= 50
 
 
 def test_bf16_within_bound(model, reference):
-    if not runtime.native_bf16():
+    if not host.native_bf16():
         with pytest.raises(ValueError, match="cannot run here"):
-            runtime.make_backend(model, "torch-bf16")
+            backends.make_backend(model, "torch-bf16")
         pytest.skip("this CPU has no native bf16")
     x, ref = reference
-    out = runtime.make_backend(model, "torch-bf16")(x)
-    assert runtime.psnr(out, ref) >= runtime.MIN_PSNR
+    out = backends.make_backend(model, "torch-bf16")(x)
+    assert backends.psnr(out, ref) >= backends.MIN_PSNR
 
 
 def test_openvino_fp32_graph_matches_the_generator(model, reference):
-    """The hand-built OpenVINO graph computes the same function (odd sizes too)."""
+    """The converted OpenVINO graph (GroupNorms rewritten) computes the same function (odd sizes too)."""
     x = _input("rocket.jpg", 101)  # 101 x 67: odd sizes, non-square
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    out = ovgraph.core().compile_model(ovgraph.build(model.state_dict()), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer({0: x})[0]
+    graph = ovb.build_graph(ovb.to_openvino(model))
+    out = ovb.core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
+        ).infer({0: x})[0]
     assert out.shape == ref.shape == (1, 3, 67, 101)
     assert np.abs(out - ref).max() < 1e-3
 
 
 def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
-    builds = ovgraph.BUILDS["openvino-int8"]
-    be = runtime.make_backend(model, "openvino-int8")
-    assert ovgraph.BUILDS["openvino-int8"] == builds + 1
+    builds = ovb.BUILDS["openvino-int8"]
+    be = backends.make_backend(model, "openvino-int8")
+    assert ovb.BUILDS["openvino-int8"] == builds + 1
     assert be.name == "openvino-int8"
     x, ref = reference
-    assert runtime.psnr(be(x), ref) >= runtime.MIN_PSNR
-    assert be.min_psnr >= runtime.MIN_PSNR  # recorded at build time, on every calibration photo
+    assert backends.psnr(be(x), ref) >= backends.MIN_PSNR
+    assert be.min_psnr >= backends.MIN_PSNR  # recorded at build time, on every calibration photo
 
-    target = ovgraph.artefact_dir(model.state_dict())
+    target = ovb.artefact_dir(model, backends.hub_cache(Settings.from_env()))
     assert target.is_relative_to(artefacts) and (target / "model.xml").is_file()
     stamps = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
-    again = runtime.make_backend(model, "openvino-int8")  # as after a restart: from disk
-    assert ovgraph.BUILDS["openvino-int8"] == builds + 1
+    again = backends.make_backend(model, "openvino-int8")  # as after a restart: from disk
+    assert ovb.BUILDS["openvino-int8"] == builds + 1
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == stamps
     assert np.array_equal(again(x), be(x))
 
@@ -103,8 +105,9 @@ def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
 def test_int8_keeps_sensitive_layers_when_the_check_fails(model, tmp_path):
     """When all-int8 misses the bound, the build keeps the sensitive layers in higher
     precision, one step at a time, and records what it kept."""
-    meta = ovgraph.build_int8(model, tmp_path / "int8", side=96, min_psnr=1000.0)
-    assert meta["not_int8"] == list(ovgraph.FALLBACKS[-1])
+    meta = ovb.build_int8(model, tmp_path / "int8", side=96, min_psnr=1000.0)
+    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model))))
+    assert meta["not_int8"] == list(ovb.fallbacks(names)[-1])
     assert set(meta["ranges"]).isdisjoint(meta["not_int8"])
     assert (tmp_path / "int8" / "model.xml").is_file()
 
@@ -113,19 +116,19 @@ def test_int8_artefact_keyed_by_weights(model, artefacts):
     other = load_generator(PROXY_WEIGHTS)
     with torch.no_grad():
         other.out_layer[0].weight.mul_(0.5)
-    assert ovgraph.artefact_dir(other.state_dict()) != ovgraph.artefact_dir(model.state_dict())
+    assert ovb.artefact_dir(other, artefacts) != ovb.artefact_dir(model, artefacts)
 
 
 def test_auto_uses_cached_int8_at_once(model, artefacts):
-    runtime.make_backend(model, "openvino-int8")  # cached by now
-    auto = runtime.make_backend(model, "auto")
-    assert isinstance(auto, runtime.AutoBackend)
+    backends.make_backend(model, "openvino-int8")  # cached by now
+    auto = backends.make_backend(model, "auto")
+    assert isinstance(auto, AutoBackend)
     assert auto.ready.is_set() and auto.name == "openvino-int8"
 
 
 def test_auto_refuses_a_backend_under_the_bound(model, artefacts, monkeypatch):
-    monkeypatch.setattr(runtime, "MIN_PSNR", 1000.0)
-    auto = runtime.make_backend(model, "auto", background=False)
+    monkeypatch.setattr(fidelity, "MIN_PSNR", 1000.0)
+    auto = backends.make_backend(model, "auto", background=False)
     assert auto.name == "torch-fp32"
     assert any("not used" in note for note in auto.notes)
 
@@ -133,27 +136,27 @@ def test_auto_refuses_a_backend_under_the_bound(model, artefacts, monkeypatch):
 def test_auto_serves_before_the_build_finishes(model, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached here
     gate = threading.Event()
-    monkeypatch.setattr(runtime, "_openvino_int8", lambda m: gate.wait() and None)
-    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
-    auto = runtime.make_backend(model, "auto")
+    monkeypatch.setattr(ovb, "load_or_build_int8", lambda *a, **k: gate.wait() and None)
+    monkeypatch.setattr(host, "native_bf16", lambda disabled=False: False)
+    auto = backends.make_backend(model, "auto")
     assert auto.name == "torch-fp32" and not auto.ready.is_set()
     assert auto(_input("chelsea.png", 32)).shape == (1, 3, 21, 32)  # served while "building"
     gate.set()
 
 
 def test_env_and_flag_force_a_backend(model, monkeypatch, offline_weights, tmp_path, capsys):
-    monkeypatch.setenv(runtime.BACKEND_ENV, "torch-fp32")
-    be = runtime.make_backend(model)
-    assert not isinstance(be, runtime.AutoBackend) and be.name == "torch-fp32"
+    monkeypatch.setenv("ANIMEGAN_BACKEND", "torch-fp32")
+    be = backends.make_backend(model)
+    assert not isinstance(be, AutoBackend) and be.name == "torch-fp32"
     with pytest.raises(ValueError, match="Unknown backend"):
-        runtime.make_backend(model, "nope")
+        backends.make_backend(model, "nope")
 
     from animegan import Stylizer
     from animegan.cli import main
 
     result = Stylizer().run(photo("chelsea.png"), max_side=64)
     assert "torch-fp32" in result.summary()
-    monkeypatch.delenv(runtime.BACKEND_ENV)
+    monkeypatch.delenv("ANIMEGAN_BACKEND")
     assert main([str(photo("chelsea.png")), "-o", str(tmp_path), "--max-side", "64", "--backend", "torch-fp32",
                  "-v"]) == 0
     assert "backend torch-fp32" in capsys.readouterr().err
@@ -161,17 +164,17 @@ def test_env_and_flag_force_a_backend(model, monkeypatch, offline_weights, tmp_p
 
 def test_threads_follow_available_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert runtime.available_cpus() == 1
+    assert host.available_cpus() == 1
     code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "from animegan import runtime; print(runtime.available_cpus())")
+            "from animegan import host; print(host.available_cpus())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "1"
 
 
 def test_openvino_uses_available_cpus(model):
-    be = ovgraph.OpenVINOBackend(ovgraph.build(model.state_dict()), "openvino-fp32")
-    assert be._compiled.get_property("INFERENCE_NUM_THREADS") == runtime.available_cpus()
+    be = ovb.OpenVINOBackend(ovb.build_graph(ovb.to_openvino(model)), "openvino-fp32")
+    assert be._compiled.get_property("INFERENCE_NUM_THREADS") == host.available_cpus()
 
 
 def test_two_requests_never_run_at_once(stylizer, monkeypatch):
@@ -207,8 +210,8 @@ def _minor_faults() -> int:
 def test_allocator_keeps_big_blocks(model):
     """In a worker thread (as Gradio runs requests), a repeated pass faults almost no
     fresh pages in: the big activations are reused from malloc's heap."""
-    assert runtime.ALLOCATOR_TUNED
-    be = runtime.make_backend(load_generator(PROXY_WEIGHTS), "torch-fp32")  # sets the allocator for PyTorch
+    assert host.tune_allocator(keep_big_blocks=True)
+    be = backends.make_backend(load_generator(PROXY_WEIGHTS), "torch-fp32")  # sets the allocator for PyTorch
     x = _input("astronaut.png", 256)
     faults = []
 
@@ -233,7 +236,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.parametrize("name", ["openvino-int8", "torch-fp32"])
 def test_no_memory_growth_over_200_requests(model, artefacts, name):
-    be = runtime.make_backend(model, name)
+    be = backends.make_backend(model, name)
     x = _input("coffee.png", 48)
     for _ in range(20):
         be(x)
@@ -241,3 +244,55 @@ def test_no_memory_growth_over_200_requests(model, artefacts, name):
     for _ in range(200):
         be(x)
     assert _rss_mb() - start < 10
+
+
+class TinyGenerator(torch.nn.Module):
+    """A generator the backends have never seen: conv, GroupNorm, reflection pad,
+    pixel shuffle, attention-free; the package's I/O convention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.GroupNorm(1, 16), torch.nn.LeakyReLU(0.2),
+            torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.GroupNorm(1, 32),
+            torch.nn.LeakyReLU(0.2),
+            torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(32, 64, 3), torch.nn.GroupNorm(1, 64), torch.nn.LeakyReLU(0.2),
+            torch.nn.PixelShuffle(2),
+            torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(16, 16, 3), torch.nn.LeakyReLU(0.2),
+            torch.nn.Conv2d(16, 3, 1), torch.nn.Tanh(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_new_generator_gets_every_backend_without_backend_code(tmp_path):
+    """fp32, bf16 (where native) and gated int8 for a class defined here."""
+    model = TinyGenerator().eval()
+    x = _input("astronaut.png", 96)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    settings = Settings(hub_cache=tmp_path, calibration_side=96)
+    assert np.abs(backends.make_backend(model, "torch-fp32", settings)(x) - ref).max() < 1e-4
+    if host.native_bf16():
+        assert backends.psnr(backends.make_backend(model, "torch-bf16", settings)(x), ref) >= backends.MIN_PSNR
+    int8 = backends.make_backend(model, "openvino-int8", settings)
+    assert int8.name == "openvino-int8" and int8.min_psnr >= backends.MIN_PSNR
+    assert backends.psnr(int8(x), ref) >= 30  # a photo it was not calibrated on
+    meta_files = list(tmp_path.rglob("meta.json"))
+    assert len(meta_files) == 1
+    graph = ovb.build_graph(ovb.to_openvino(model), {"x": (0.0, 1.0)})
+    assert not any(n.get_type_name() == "FakeQuantize" for n in graph.get_ops())  # unknown names: nothing
+    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model))))
+    assert len(names) == 3  # every convolution but the first and the last
+    odd = _input("rocket.jpg", 90)  # 90 x 60
+    assert int8(odd).shape == odd.shape
+
+
+def test_nothing_happens_at_import():
+    """A plain import loads no UI, OpenVINO or video code and leaves malloc alone."""
+    code = ("import animegan, sys; print(sorted(m for m in ('gradio', 'openvino', 'av') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.stdout.strip() == "[]"

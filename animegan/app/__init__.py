@@ -1,0 +1,67 @@
+"""The Gradio app: a photo tab, a live webcam tab and a video tab around one Stylizer.
+
+``app.py`` is ``demo = build(Settings.from_env()); launch(demo)``. Everything a person
+can send is checked on the server (style name, face mode, sizes, the file itself),
+whatever the page or an API client sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..settings import Settings
+from ..styles import STYLES
+from .live_tab import add_live_tab
+from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
+from .photo import App, photo_tab
+from .video_tab import add_video_tab
+
+MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
+
+
+def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
+    """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
+    app = app or App(settings=settings)
+    settings = app.settings
+    if check_weights:
+        app.check_weights()
+    # delete_cache: live frames and clips leave files in Gradio's cache; drop them after an hour
+    with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(3600, 3600)) as demo:
+        gr.HTML(HEADER)
+        notice_text = app.notice()
+        notice = gr.Markdown(notice_text, visible=bool(notice_text), elem_id="notice")
+        with gr.Tabs(elem_id="modes"):
+            with gr.Tab("Photo", id="photo"):
+                c = photo_tab(app)
+            choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
+            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, **choices)
+            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds, **choices)
+        gr.Markdown(footer(), elem_id="footer")
+
+        common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
+        c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"]],
+                       [c["result"], c["compare"], c["status"]],
+                       api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
+        # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
+        # apart from the page's event, which has more inputs and outputs.
+        api_trigger = gr.Button(visible=False, elem_id="api-trigger")
+        api_trigger.click(app.stylize_api, [c["photo"], c["style"], c["faces"]], [c["result"]], api_name="stylize",
+                          api_description="Photo to anime: the image, a style name "
+                          f"({', '.join(STYLES)}) and a face crop mode (off, portrait, paste). "
+                          f"The result's longest side is at most {settings.default_side} px.",
+                          show_progress="hidden", **common)
+        demo.load(app.page_state, None, [notice, c["style"]], api_visibility="private", queue=False)
+    demo.animegan_settings = settings  # launch() sizes the queue from them
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
+    """Queue sized for 2 vCPU, then serve (host/port from GRADIO_SERVER_NAME/PORT)."""
+    settings = getattr(demo, "animegan_settings", None) or Settings.from_env()
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
+                                max_file_size=MAX_FILE_SIZE)
+    options.update(kwargs)
+    return demo.launch(**options)

@@ -1,0 +1,93 @@
+"""The live webcam tab: the camera streamed through the style at a reduced size.
+
+Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
+(one frame per call, for API clients). Concurrency id "live"/"live_api" (4 each: a
+dropped frame costs nothing); every model pass still holds the inference lock, and live
+frames never wait for it (they are dropped instead).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import live, policy
+from .photo import to_gradio_error
+
+LIVE_STREAM_EVERY = 0.1  # seconds between webcam frames sent by the browser
+LIVE_CONCURRENCY = 4  # visitors streaming at once (frames still run one at a time)
+
+
+def add_live_tab(
+    stylizer,
+    *,
+    time_limit: float,
+    style_choices: list[tuple[str, str]],
+    default_style: str,
+    side: int = policy.LIVE_SIDE,
+    stream_every: float = LIVE_STREAM_EVERY,
+    concurrency_limit: int = LIVE_CONCURRENCY,
+    label: str = "Live webcam",
+) -> dict:
+    """A tab that streams the webcam through the style and back at a reduced size.
+
+    ``style_choices`` ((label, name) pairs) and ``default_style`` let the app offer the
+    same styles as its photo tab (for example only those whose weights are available).
+
+    Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
+    (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
+    a frame that arrives while another is being stylized gets no image and a status that
+    starts with "dropped (busy)"). Returns the components.
+    """
+    engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit)
+
+    def run(frame, session, style, size, face):
+        try:
+            session, result = engine.process(session, frame, style, size, face_crop=face)
+        except live.LiveLimitReached as exc:
+            raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
+        except Exception as exc:
+            raise to_gradio_error(exc) from None
+        return session, result
+
+    def on_stream(frame, session, style, size, face):
+        session, result = run(frame, session, style, size, face)
+        if not result.processed:  # dropped: leave the picture as it is, send nothing
+            return gr.skip(), gr.skip(), session
+        return result.image, result.status, session
+
+    def on_frame(frame, session, style, size, face):
+        if frame is None:
+            raise gr.Error("No frame received; send an image.", print_exception=False)
+        session, result = run(frame, session, style, size, face)
+        if not result.processed:  # no new picture: say so rather than send the last one again
+            return None, "dropped (busy) · " + result.status, session
+        return result.image, result.status, session
+
+    with gr.Tab(label, id="live"):
+        gr.Markdown(
+            "Start the webcam and the anime version follows along, small and fast. "
+            "Frames that arrive while one is being drawn are skipped, so the picture "
+            f"never lags behind. Each start lasts up to {time_limit:g} s."
+        )
+        with gr.Row():
+            with gr.Column():
+                cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="pil",
+                               elem_id="live-webcam")
+                with gr.Row():
+                    style = gr.Dropdown(style_choices, value=default_style,
+                                        label="Style")
+                    size = gr.Slider(policy.LIVE_SIDE_MIN, policy.LIVE_SIDE_MAX, value=side, step=32,
+                                     label="Size (long side, px)")
+                face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
+            with gr.Column():
+                out = gr.Image(label="Anime, live", format="jpeg", interactive=False, elem_id="live-output")
+                status = gr.Textbox(label="Frame rate and delay", interactive=False, elem_id="live-status")
+        state = gr.State(None)
+        cam.stream(on_stream, [cam, state, style, size, face], [out, status, state], api_name="live",
+                   stream_every=stream_every, time_limit=int(time_limit) + 5,
+                   concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden")
+        api_button = gr.Button("Stylize one frame", visible=False)
+        api_button.click(on_frame, [cam, state, style, size, face], [out, status, state], api_name="stylize_frame",
+                         concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden")
+    return {"webcam": cam, "output": out, "status": status, "style": style, "size": size, "face": face,
+            "engine": engine}

@@ -1,0 +1,97 @@
+"""The video tab: a clip in, its anime version with the original sound out.
+
+Endpoint: ``/stylize_video`` (clip, style, max side, trim) -> (clip, status); one clip at
+a time (concurrency id "video"): its frames take turns with photos anyway.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+
+import gradio as gr
+
+from .. import policy, video
+from .photo import to_gradio_error
+
+VIDEO_CONCURRENCY = 1
+
+
+class _Outputs:
+    """Result clips live in temporary folders; keep the last few, delete older ones."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.folders: deque[Path] = deque()
+        self.keep = keep
+        self.lock = threading.Lock()
+
+    def new(self, source: Path) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="animegan-video-"))
+        with self.lock:
+            self.folders.append(folder)
+            while len(self.folders) > self.keep:
+                shutil.rmtree(self.folders.popleft(), ignore_errors=True)
+        return folder / f"{source.stem}_anime.mp4"
+
+
+def add_video_tab(
+    stylizer,
+    *,
+    max_seconds: float,
+    style_choices: list[tuple[str, str]],
+    default_style: str,
+    max_side: int = policy.VIDEO_SIDE,
+    concurrency_limit: int = VIDEO_CONCURRENCY,
+    label: str = "Video",
+) -> dict:
+    """A tab that takes a clip and gives back its anime version with the original sound.
+
+    Endpoint: ``/stylize_video`` (clip, style, max side, trim) -> (clip, status).
+    """
+    outputs = _Outputs()
+
+    def on_video(path, style, side, trim, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
+        if not path:
+            raise gr.Error("Upload a video clip first (MP4, MOV, WebM, MKV or AVI).", print_exception=False)
+        source = Path(path)
+        side = policy.clamp_side(side or max_side, policy.VIDEO_SIDE_MIN, policy.VIDEO_SIDE_MAX, max_side)
+        progress(0, desc="Reading the clip")
+
+        def report(done: int, total: int | None, eta: float | None) -> None:
+            left = f" · about {eta:.0f} s left" if eta is not None else ""
+            if total:
+                progress((min(done, total), total), desc=f"Frame {done} of {total}{left}", unit="frames")
+            else:
+                progress(None, desc=f"Frame {done}", unit="frames")
+
+        try:
+            result = video.stylize_video(stylizer, source, outputs.new(source), style=style or None,
+                                         max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report)
+        except Exception as exc:
+            raise to_gradio_error(exc) from None
+        return str(result.path), " ".join([result.summary(), *result.notes])
+
+    with gr.Tab(label, id="video"):
+        gr.Markdown(
+            f"Upload a short clip (MP4, MOV, WebM, MKV or AVI, up to {max_seconds:g} s). Every frame is "
+            "stylized; the sound and the frame rate are kept."
+        )
+        with gr.Row():
+            with gr.Column():
+                clip = gr.Video(label="Clip", sources=["upload"], format=None, elem_id="video-input")
+                with gr.Row():
+                    style = gr.Dropdown(style_choices, value=default_style,
+                                        label="Style")
+                    side = gr.Slider(policy.VIDEO_SIDE_MIN, policy.VIDEO_SIDE_MAX, value=max_side, step=32,
+                                     label="Frame size (long side, px)")
+                trim = gr.Checkbox(False, label=f"Cut longer clips to {max_seconds:g} s")
+                button = gr.Button("Stylize the clip", variant="primary")
+            with gr.Column():
+                out = gr.Video(label="Anime clip", format=None, interactive=False, elem_id="video-output")
+                status = gr.Textbox(label="Result", interactive=False, elem_id="video-status")
+        button.click(on_video, [clip, style, side, trim], [out, status], api_name="stylize_video",
+                     concurrency_limit=concurrency_limit, concurrency_id="video", show_progress_on=out)
+    return {"input": clip, "output": out, "status": status, "style": style, "side": side, "trim": trim}

@@ -1,0 +1,341 @@
+"""OpenVINO backends for any generator: the graph is converted from the ``nn.Module``
+(``openvino.convert_model``) or read from an ONNX file, then the project's int8 pass
+runs on the converted graph, and the result is checked against float32.
+
+The int8 pass (measured faster and more faithful here than NNCF's default
+post-training quantization on these generators, whose activations sit behind
+GroupNorm and reflection padding; see benchmarks/bench_speed.py):
+
+- GroupNorm with one group becomes one MVN over (C, H, W) plus a per-channel scale and
+  shift: no reshapes, so convolutions keep their blocked memory layout.
+- Every convolution but the first and the last reads its input through a u8
+  fake-quantize (range chosen to minimise the squared error over histograms of real
+  photos) and uses s8 weights per output channel. Where a reflection pad feeds the
+  convolution, the fake-quantize goes *before* the pad: it fuses into the
+  normalisation, and the pad then copies 1-byte values.
+- Where the worst calibration photo misses the bound, the most sensitive layers (the
+  first quantized convolutions, then the last one) stay in higher precision, step by
+  step, and the graph is checked again.
+
+The built model is cached next to the Hugging Face cache, keyed by the generator's
+hash, so a restart only reads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import torch
+from torch import nn
+
+from .. import host
+from .fidelity import MIN_PSNR, calibration_photos, psnr
+
+# Bump when the graph or the calibration changes: old artefacts are then rebuilt.
+ARTEFACT_FORMAT = 3
+BUILDS = {"openvino-int8": 0}  # how many times this process built an artefact
+Source = nn.Module | str | Path  # a generator, or an ONNX / OpenVINO IR file
+
+_CONVS = ("Convolution", "GroupConvolution")
+
+
+def _no_pause() -> None:
+    return None
+
+
+# -- conversion --------------------------------------------------------------------------
+def to_openvino(source: Source) -> ov.Model:
+    """The generator as a float ov.Model with a dynamic height and width."""
+    if isinstance(source, (str, Path)):
+        return core().read_model(str(source))
+    source = source.eval()
+    with torch.no_grad():
+        return ov.convert_model(source, example_input=torch.zeros(1, 3, 64, 64), input=[(1, 3, -1, -1)])
+
+
+def _rewrite_group_norms(model: ov.Model) -> None:
+    """GroupNormalization(num_groups=1) -> MVN over (C, H, W), scale, shift (same maths)."""
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "GroupNormalization" or node.get_attributes().get("num_groups") != 1:
+            continue
+        eps = float(node.get_attributes()["epsilon"])
+        data, scale, bias = (node.input(i).get_source_output() for i in range(3))
+        shape = ops.constant(np.array([1, -1, 1, 1], dtype=np.int64))
+        out = ops.mvn(data, ops.constant(np.array([1, 2, 3], dtype=np.int64)), True, eps, "inside_sqrt")
+        out = ops.add(ops.multiply(out, ops.reshape(scale, shape, False)), ops.reshape(bias, shape, False))
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(out.output(0))
+
+
+def _conv_nodes(model: ov.Model) -> list:
+    return [n for n in model.get_ordered_ops() if n.get_type_name() in _CONVS]
+
+
+def quant_points(model: ov.Model) -> dict[str, ov.Output]:
+    """Convolution name -> the tensor its input is quantized at (before a reflection pad
+    that feeds it), for every convolution but the first and the last, in data order."""
+    points = {}
+    for conv in _conv_nodes(model)[1:-1]:
+        src = conv.input(0).get_source_output()
+        if src.get_node().get_type_name() == "Pad":
+            src = src.get_node().input(0).get_source_output()
+        points[conv.get_friendly_name()] = src
+    return points
+
+
+def _quantize_weights(conv) -> None:
+    """The convolution's weights as s8 per output channel times a float scale."""
+    const = conv.input(1).get_source_output().get_node()
+    if const.get_type_name() != "Constant":
+        return
+    w = const.get_data().astype(np.float32)
+    axes = tuple(range(2, w.ndim)) if conv.get_type_name() == "GroupConvolution" else tuple(range(1, w.ndim))
+    scale = np.maximum(np.abs(w).max(axis=axes, keepdims=True), 1e-12) / 127.0
+    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    weight = ops.multiply(ops.convert(ops.constant(q), np.float32), ops.constant(scale.astype(np.float32)))
+    conv.input(1).replace_source_output(weight.output(0))
+
+
+def build_graph(base: ov.Model, ranges: dict[str, tuple[float, float]] | None = None) -> ov.Model:
+    """A copy of the converted graph ``base``, GroupNorms rewritten; with ``ranges``
+    (convolution name -> (low, high) of its input) those convolutions run int8."""
+    model = base.clone()
+    _rewrite_group_norms(model)
+    if not ranges:
+        return model
+    convs = {c.get_friendly_name(): c for c in _conv_nodes(model)}
+    inserted: dict[tuple[str, int], ov.Output] = {}
+    for name, src in quant_points(model).items():
+        if name not in ranges:
+            continue
+        key = (src.get_node().get_friendly_name(), src.get_index())
+        if key not in inserted:
+            lo, hi = (np.array(v, dtype=np.float32) for v in ranges[name])
+            inserted[key] = ops.fake_quantize(src, lo, hi, lo, hi, 256).output(0)
+        conv = convs[name]
+        feed = conv.input(0).get_source_output().get_node()
+        reader = feed.input(0) if feed.get_type_name() == "Pad" else conv.input(0)
+        reader.replace_source_output(inserted[key])
+        _quantize_weights(conv)
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+# -- calibration ------------------------------------------------------------------------
+def collect(base: ov.Model, inputs: list[np.ndarray], bins: int = 2048, pause: Callable[[], None] = _no_pause,
+            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run the float graph on ``inputs`` and record a histogram of the values at each
+    quantization point, over every pixel (the rare large values decide the range, so a
+    random sample is not enough): convolution name -> (bin centres, counts)."""
+    model = build_graph(base)
+    points = quant_points(model)
+    names = list(points)
+    model.add_outputs(list(points.values()))
+    compiled = core().compile_model(model, "CPU", _config("f32"))
+    request = compiled.create_infer_request()
+    seen: dict[str, list] = {name: [] for name in names}
+    for x in inputs:
+        pause()
+        with host.INFERENCE_LOCK:  # requests get the cores between photos
+            request.infer({0: x})
+            values = [request.get_output_tensor(1 + i).data for i in range(len(names))]
+            for name, v in zip(names, values, strict=True):
+                lo, hi = float(v.min()), float(v.max())
+                counts, edges = np.histogram(v, bins=bins, range=(lo, hi if hi > lo else lo + 1e-6))
+                seen[name].append(((edges[:-1] + edges[1:]) / 2, counts))
+    return {name: (np.concatenate([c for c, _ in parts]), np.concatenate([n for _, n in parts]))
+            for name, parts in seen.items()}
+
+
+def choose_range(centres: np.ndarray, counts: np.ndarray, steps: int = 16) -> tuple[float, float]:
+    """The u8 range (low, high) that minimises the mean squared quantization error over
+    the histogram, searched between the exact min/max and 40 % of them."""
+    keep = counts > 0
+    v, n = centres[keep], counts[keep]
+    lo, hi = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+    best, best_err = (lo, hi), np.inf
+    fractions = np.linspace(1.0, 0.4, steps)
+    for a in fractions:
+        for b in fractions:
+            qlo, qhi = lo * a, hi * b
+            scale = (qhi - qlo) / 255.0
+            if scale <= 0:
+                continue
+            q = np.clip(np.round((v - qlo) / scale), 0, 255) * scale + qlo
+            err = float(np.sum(n * (q - v) ** 2))
+            if err < best_err:
+                best, best_err = (float(qlo), float(qhi)), err
+    return best
+
+
+def fallbacks(names: list[str]) -> list[tuple[str, ...]]:
+    """Convolutions kept out of int8, tried in turn until the fidelity check passes:
+    none; the first two quantized ones (early, full-detail layers carry most of the
+    error); those and the last one."""
+    first, last = tuple(names[:2]), tuple(names[-1:])
+    return [(), first, first + tuple(n for n in last if n not in first)]
+
+
+# -- the backend and its artefact cache ------------------------------------------------------
+_CORE: ov.Core | None = None
+_CORE_LOCK = threading.Lock()
+
+
+def core() -> ov.Core:
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = ov.Core()
+    return _CORE
+
+
+def _config(precision: str) -> dict:
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": host.available_cpus(),
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+
+
+class OpenVINOBackend:
+    """A compiled OpenVINO model; layers without int8 run bf16 where the CPU has it."""
+
+    upgrading = False
+
+    def __init__(self, model: ov.Model | str | Path, name: str, min_psnr: float = float("inf"),
+                 *, no_bf16: bool = False) -> None:
+        self.name = name
+        self.min_psnr = min_psnr  # worst PSNR against float32 on the calibration photos
+        self.precision = "bf16" if host.native_bf16(no_bf16) else "f32"
+        self._compiled = core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
+                                              _config(self.precision))
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+            return self._request.get_output_tensor(0).data.copy()
+
+
+def source_hash(source: Source) -> str:
+    """sha256 of what defines the generator: for a module its class and weights (names,
+    shapes and float32 values); for a file its bytes."""
+    digest = hashlib.sha256()
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    digest.update(f"{type(source).__module__}.{type(source).__qualname__}".encode())
+    state = source.state_dict()
+    for key in sorted(state):
+        t = state[key].detach().float().contiguous()
+        digest.update(f"{key}{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artefact_dir(source: Source, hub_cache: Path, kind: str = "openvino-int8") -> Path:
+    """Where the artefact for this generator lives: next to the weights' cache, keyed by
+    the generator's hash, the artefact format and the OpenVINO version."""
+    version = ov.__version__.split("-")[0]
+    return hub_cache / "animegan-artefacts" / source_hash(source) / f"{kind}-v{ARTEFACT_FORMAT}-ov{version}"
+
+
+def _references(source: Source, base: ov.Model, photos: list[np.ndarray], pause: Callable[[], None]
+                ) -> list[np.ndarray]:
+    """Float32 outputs on the calibration photos: PyTorch's for a module, else OpenVINO's f32."""
+    if isinstance(source, nn.Module):
+        run = lambda x: source(torch.from_numpy(x)).contiguous().numpy()  # noqa: E731
+    else:
+        request = core().compile_model(base.clone(), "CPU", _config("f32")).create_infer_request()
+        run = lambda x: request.infer({0: x})[0].copy()  # noqa: E731
+    out = []
+    for x in photos:
+        pause()
+        with host.INFERENCE_LOCK, torch.inference_mode():
+            out.append(run(x))
+    return out
+
+
+def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = MIN_PSNR, *,
+               no_bf16: bool = False, pause: Callable[[], None] = _no_pause) -> dict:
+    """Calibrate on the shipped photos, build the int8 graph, check it against float32
+    (keeping the most sensitive layers in higher precision if it misses ``min_psnr``),
+    and save model.xml/.bin + meta.json into ``target`` (atomically)."""
+    start = time.perf_counter()
+    photos = calibration_photos(side)
+    base = to_openvino(source)
+    refs = _references(source, base, photos, pause)
+    stats = collect(base, photos, pause=pause)
+    all_ranges = {name: choose_range(*s) for name, s in stats.items()}
+    for kept in fallbacks(list(all_ranges)):
+        ranges = {k: v for k, v in all_ranges.items() if k not in kept}
+        graph = build_graph(base, ranges)
+        check = OpenVINOBackend(graph, "openvino-int8", no_bf16=no_bf16)
+        scores = []
+        for x, ref in zip(photos, refs, strict=True):
+            pause()
+            with host.INFERENCE_LOCK:
+                scores.append(psnr(check(x), ref))
+        if min(scores) >= min_psnr:
+            break
+    meta = {
+        "format": ARTEFACT_FORMAT,
+        "openvino": ov.__version__,
+        "calibration_side": side,
+        "psnr": [round(p, 2) for p in scores],
+        "min_psnr": round(min(scores), 2),
+        "not_int8": list(kept),
+        "ranges": ranges,
+        "build_seconds": round(time.perf_counter() - start, 1),
+    }
+    pause()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: use theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    BUILDS["openvino-int8"] += 1
+    return meta
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def load_cached_int8(source: Source, hub_cache: Path, *, no_bf16: bool = False) -> OpenVINOBackend | None:
+    """The int8 backend from the disk cache, or None when it has not been built yet."""
+    target = artefact_dir(source, hub_cache)
+    if not (target / "meta.json").is_file():
+        return None
+    meta = json.loads((target / "meta.json").read_text())
+    return OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"], no_bf16=no_bf16)
+
+
+def load_or_build_int8(source: Source, hub_cache: Path, *, side: int = 512, no_bf16: bool = False,
+                       pause: Callable[[], None] = _no_pause) -> OpenVINOBackend:
+    """The int8 backend for this generator: from the disk cache, or built once."""
+    with _BUILD_LOCK:
+        backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+        if backend is None:
+            build_int8(source, artefact_dir(source, hub_cache), side, no_bf16=no_bf16, pause=pause)
+            backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+    return backend
