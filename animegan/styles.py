@@ -55,6 +55,9 @@ STYLES: dict[str, Style] = {
             credit=_CREDIT,
             repo_id="akhaliq/AnimeGANv2-pytorch",
             filename="face_paint_512_v2.pt",
+            # refs/pr/8: main's head (5f2c6e4) plus an empty README.md, so the same weights file;
+            # the only full commit id of this repo holding the file that could be verified offline
+            revision="66a001cd89dc6545837c86757c776543c21f91b4",
             url=_GITHUB + "face_paint_512_v2.pt",
         ),
         Style(

@@ -61,7 +61,8 @@ def app_env(weights_dir: Path | str | None, home: Path, **extra: str) -> dict[st
 class AppServer:
     """``python app.py`` on 127.0.0.1 and a free port, started and waited for."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 240) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 240, cwd: Path = ROOT) -> None:
+        self.cwd = Path(cwd)  # the folder whose app.py runs: the repository, or a built Space tree
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(env, GRADIO_SERVER_PORT=str(self.port))
@@ -72,7 +73,7 @@ class AppServer:
     def start(self) -> AppServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=self.cwd, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + self.timeout

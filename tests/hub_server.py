@@ -7,6 +7,7 @@ It serves on 127.0.0.1 only; ``status`` forces an error code (404, 500) for ever
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,8 +30,11 @@ class FakeHub:
                 path = self.path.split("?")[0]
                 # /<org>/<repo>/resolve/<revision>/<file>: any revision maps to the same files
                 parts = path.strip("/").split("/")
+                commit = COMMIT
                 if len(parts) >= 5 and parts[2] == "resolve":
                     path = "/" + "/".join(parts[:3] + ["main"] + parts[4:])
+                    if re.fullmatch(r"[0-9a-f]{40}", parts[3]):
+                        commit = parts[3]  # the Hub answers a pinned commit with that commit
                 code = hub.status or (200 if path in hub.files else 404)
                 if code != 200:
                     payload = b'{"error": "nope"}'
@@ -48,7 +52,7 @@ class FakeHub:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
-                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("X-Repo-Commit", commit)
                 self.end_headers()
                 if body:
                     self.wfile.write(data)
