@@ -135,7 +135,7 @@ def check_first_run(proc: subprocess.CompletedProcess, src: Path, dst: Path) -> 
         assert row["bytes"] == (src / rel).stat().st_size
 
 
-def check_resume(src: Path, dst: Path, *args, weights_dir) -> None:
+def check_resume(src: Path, dst: Path, *args, weights_dir, retry_failed: bool = False) -> None:
     before, lines = files_under(dst), manifest_lines(dst)
     proc = run_batch(src, dst, *args, weights_dir=weights_dir)
     assert proc.returncode == 1, proc.stderr  # the bad files are still failed
@@ -149,10 +149,14 @@ def check_resume(src: Path, dst: Path, *args, weights_dir) -> None:
     kept = [line for line in (dst / MANIFEST_NAME).read_text().splitlines()
             if json.loads(line)["input"] != "chelsea.jpg"]
     (dst / MANIFEST_NAME).write_text("\n".join(kept) + "\n")
-    proc = run_batch(src, dst, *args, weights_dir=weights_dir)
+    proc = run_batch(src, dst, *args, *(["--retry-failed"] if retry_failed else []), weights_dir=weights_dir)
     assert proc.returncode == 1, proc.stderr
-    assert "3 to do, 4 already done, 2 failed before" in proc.stderr and "done 3, skipped 4" in proc.stderr
     redone = {"astronaut.png", "sub/deeper/rocket.jpg", "chelsea.jpg"}
+    if retry_failed:  # the bad files are tried again (and fail again)
+        assert "5 to do, 4 already done" in proc.stderr and "done 3, skipped 4, failed 2" in proc.stderr
+        redone |= set(BAD)
+    else:
+        assert "3 to do, 4 already done, 2 failed before" in proc.stderr and "done 3, skipped 4" in proc.stderr
     assert sorted(r["input"] for r in manifest_lines(dst)[len(kept):]) == sorted(redone)
     after = files_under(dst)
     assert set(after) == set(OUTPUTS.values())
@@ -179,12 +183,7 @@ def test_local_engine_resumes_retries_and_matches_ray(ray_dst, src, weights_dir,
     dst = tmp_path / "local_out"
     args = ("--engine", "local", "--workers", "2", "--max-side", MAX_SIDE)
     check_first_run(run_batch(src, dst, *args, weights_dir=weights_dir), src, dst)
-    check_resume(src, dst, *args, weights_dir=weights_dir)
-
-    lines = len(manifest_lines(dst))
-    proc = run_batch(src, dst, *args, "--retry-failed", weights_dir=weights_dir)
-    assert proc.returncode == 1 and "2 to do, 7 already done" in proc.stderr, proc.stderr
-    assert sorted(r["input"] for r in manifest_lines(dst)[lines:]) == sorted(BAD)
+    check_resume(src, dst, *args, weights_dir=weights_dir, retry_failed=True)
 
     # the same backend on both engines gives the same pixels
     for rel in PHOTOS:
@@ -192,20 +191,33 @@ def test_local_engine_resumes_retries_and_matches_ray(ray_dst, src, weights_dir,
         assert np.array_equal(np.asarray(ours), np.asarray(theirs)), rel
 
 
-def test_ray_not_installed_says_how_to_install(tmp_path, weights_dir):
-    code = ("import sys; sys.modules['ray'] = None; from animegan.cli import main; "
-            f"sys.exit(main(['batch', {str(tmp_path)!r}, {str(tmp_path / 'out')!r}, '--engine', 'ray']))")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), ANIMEGAN_WEIGHTS_DIR=str(weights_dir))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+def test_ray_workers_without_weights_stop_with_the_reason(ray_address, tmp_path, weights_dir):
+    (tmp_path / "in").mkdir()
+    shutil.copy(photo("chelsea.png"), tmp_path / "in")
+    proc = run_batch(tmp_path / "in", tmp_path / "out", "--engine", "ray", "--address", ray_address,
+                     weights_dir=tmp_path / "no-weights-here")
     assert proc.returncode == 1
-    assert 'pip install "animegan[ray]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert "a Ray worker on" in proc.stderr and "could not load the model" in proc.stderr
+    assert "ANIMEGAN_WEIGHTS_DIR" in proc.stderr and "run the same command again to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
-def test_bad_arguments_are_explained(tmp_path, weights_dir):
-    proc = run_batch(tmp_path / "nowhere", tmp_path / "out", weights_dir=weights_dir)
-    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_batch(tmp_path, tmp_path / "out", "--workers", "0", weights_dir=weights_dir)
-    assert proc.returncode == 2 and "--workers must be at least 1" in proc.stderr
+def test_ray_not_installed_says_how_to_install(tmp_path, monkeypatch, capsys):
+    from animegan.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
+    assert main(["batch", str(tmp_path), str(tmp_path / "out"), "--engine", "ray"]) == 1
+    assert 'pip install "animegan[ray]"' in capsys.readouterr().err
+
+
+def test_bad_arguments_are_explained(tmp_path, capsys):
+    from animegan.cli import main
+
+    assert main(["batch", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    assert "SRC " in (err := capsys.readouterr().err) and "does not exist" in err
+    assert main(["batch", str(tmp_path), str(tmp_path / "out"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # -- planning ---------------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
          f"{rate}; manifest {manifest.path}")
     if stopped:
         left = len(todo) - done - failed
-        _say(f"stopped: {stopped}. {left} file(s) not done; run the same command again to resume.")
+        _say(f"stopped: {stopped}")
+        _say(f"{left} file(s) not done; run the same command again to resume.")
         return 130 if stopped == "interrupted" else 1
     return 1 if failed or plan.skipped_failed else 0
 

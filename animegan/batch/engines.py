@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +26,7 @@ import numpy as np
 from .plan import Options, Task
 from .worker import Worker, available_cpus
 
+log = logging.getLogger("animegan")
 RAY_INSTALL = 'pip install "animegan[ray]"'
 # What travels from the driver to the Ray workers: where the weights are, which backend,
 # and the Hub settings (endpoint, offline mode, token, cache).
@@ -118,10 +120,17 @@ class RayWorker:
     """A Ray Data actor: one model, rows in (task JSON), manifest rows out (JSON)."""
 
     def __init__(self, options: dict, threads: int) -> None:
-        self.worker = Worker(Options(**options), threads)
+        self.worker, self.error = None, None
+        try:
+            self.worker = Worker(Options(**options), threads)
+        except Exception as exc:  # told to the driver, which stops the batch with this message
+            self.error = f"a Ray worker on {socket.gethostname()} could not load the model: {exc}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.worker(json.loads(text)) for text in batch["task"]]
+        if self.worker is None:
+            rows = [{"abort": self.error}] * len(batch["task"])
+        else:
+            rows = [self.worker(json.loads(text)) for text in batch["task"]]
         return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
 
 
@@ -151,12 +160,11 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
             where = f"the Ray cluster at {address}" if address else "a Ray cluster"
             raise EngineError(f"could not connect to {where}: {exc}") from None
     try:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress notes would break the bar
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the batch has its own bar
         context.print_on_execution_start = False
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers, threads = split_cpus(workers, threads, cpus)
-        workers = min(workers, max(1, len(tasks)))
+        workers, threads = ray_workers(ray, workers, threads, len(tasks))
         items = [{"task": json.dumps(asdict(task))} for task in tasks]
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 2000)))
         ds = ds.map_batches(RayWorker, fn_constructor_kwargs={"options": asdict(options), "threads": threads},
@@ -167,10 +175,33 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
             ray.shutdown()
 
 
+def ray_workers(ray, workers: int | None, threads: int | None, tasks: int) -> tuple[int, int]:
+    """Actors and CPUs per actor that this cluster can hold: an actor asking for more
+    CPUs than any node has, or more actors than fit, would wait for ever."""
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    biggest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+    if threads and threads > biggest:
+        raise EngineError(f"--threads {threads} asks each Ray worker for {threads} CPUs, but the largest node "
+                          f"of this cluster has {biggest}.")
+    workers, threads = split_cpus(workers, threads, cpus)
+    threads = max(1, min(threads, biggest))  # CPUs split among few workers: no more than a node has
+    fit = max(1, cpus // threads)
+    if workers > fit:
+        log.warning("animegan batch: %d workers x %d CPUs do not fit in the cluster's %d CPUs; using %d",
+                    workers, threads, cpus, fit)
+        workers = fit
+    return min(workers, max(1, tasks)), threads
+
+
 def _ray_rows(ds) -> Iterable[dict]:
     try:
-        for row in ds.iter_rows():
-            yield json.loads(row["row"])
-    except Exception as exc:  # an actor that could not start, a lost node: no stack trace for that
+        for item in ds.iter_rows():
+            row = json.loads(item["row"])
+            if "abort" in row:
+                raise EngineError(row["abort"])
+            yield row
+    except EngineError:
+        raise
+    except Exception as exc:  # a lost node, an actor that died: no stack trace for that
         lines = [line for line in str(exc).splitlines() if line.strip()]
         raise EngineError(f"Ray stopped the batch: {lines[-1] if lines else type(exc).__name__}") from None

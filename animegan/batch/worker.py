@@ -72,7 +72,7 @@ class Worker:
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         backend = self.stylizer.backend()
         row.update(seconds=round(time.perf_counter() - start, 4), backend=backend.name, host=self.host,
-                   finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
         return row
 
     # -- one photo ------------------------------------------------------------------------
