@@ -131,6 +131,9 @@ def available_cpus() -> int:
             cpus = min(cpus, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
+    cap = os.environ.get("ANIMEGAN_THREADS", "")  # a share of the machine: a batch worker's, say
+    if cap.isdigit() and int(cap) > 0:
+        cpus = min(cpus, int(cap))
     return max(1, cpus)
 
 

@@ -131,7 +131,7 @@ def check_first_run(proc: subprocess.CompletedProcess, src: Path, dst: Path) -> 
     for rel, out in OUTPUTS.items():
         row = by_input[rel]
         assert row["status"] == "done" and row["output"] == out and row["error"] is None
-        assert row["backend"] == "torch-fp32" and row["seconds"] > 0
+        assert row["backend"] == "torch-fp32" and row["seconds"] > 0 and row["threads"] == 1
         assert row["bytes"] == (src / rel).stat().st_size
 
 
@@ -167,7 +167,7 @@ def check_resume(src: Path, dst: Path, *args, weights_dir, retry_failed: bool = 
 @pytest.fixture(scope="module")
 def ray_dst(ray_address, src, weights_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     dst = tmp_path_factory.mktemp("ray_out")
-    proc = run_batch(src, dst, "--engine", "ray", "--address", ray_address, "--workers", "2",
+    proc = run_batch(src, dst, "--engine", "ray", "--address", ray_address, "--workers", "2", "--threads", "1",
                      "--max-side", MAX_SIDE, weights_dir=weights_dir)
     return dst, proc
 
@@ -175,13 +175,13 @@ def ray_dst(ray_address, src, weights_dir, tmp_path_factory) -> tuple[Path, subp
 def test_ray_engine_writes_every_photo_once_and_resumes(ray_dst, ray_address, src, weights_dir):
     dst, proc = ray_dst
     check_first_run(proc, src, dst)
-    check_resume(src, dst, "--engine", "ray", "--address", ray_address, "--workers", "2", "--max-side", MAX_SIDE,
-                 weights_dir=weights_dir)
+    check_resume(src, dst, "--engine", "ray", "--address", ray_address, "--workers", "2", "--threads", "1",
+                 "--max-side", MAX_SIDE, weights_dir=weights_dir)
 
 
 def test_local_engine_resumes_retries_and_matches_ray(ray_dst, src, weights_dir, tmp_path):
     dst = tmp_path / "local_out"
-    args = ("--engine", "local", "--workers", "2", "--max-side", MAX_SIDE)
+    args = ("--engine", "local", "--workers", "2", "--threads", "1", "--max-side", MAX_SIDE)  # as on Ray
     check_first_run(run_batch(src, dst, *args, weights_dir=weights_dir), src, dst)
     check_resume(src, dst, *args, weights_dir=weights_dir, retry_failed=True)
 
@@ -263,6 +263,7 @@ def test_remote_storage_through_fsspec(weights_dir, monkeypatch):
         plan = make_plan(options, manifest.read())
         assert len(plan.todo) == 9
         threads = torch.get_num_threads()
+        monkeypatch.setenv("ANIMEGAN_THREADS", str(threads))  # the worker sets it; restored after the test
         worker = Worker(options, threads=threads)  # the test process keeps its thread count
         for task in plan.todo:
             manifest.add(worker(task))

@@ -146,7 +146,7 @@ def import_ray():
 
 def run_ray(options: Options, tasks: list[Task], workers: int | None = None, threads: int | None = None,
             address: str | None = None) -> Iterator[dict]:
-    """Ray Data over the task list: one block per task (up to 2,000 blocks), batches of
+    """Ray Data over the task list: one block per task (up to 10,000 blocks), batches of
     one, a fixed pool of actors with ``threads`` CPUs each; rows stream back in order
     of completion and nothing is materialised."""
     ray = import_ray()
@@ -166,7 +166,7 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
         context.print_on_execution_start = False
         workers, threads = ray_workers(ray, workers, threads, len(tasks))
         items = [{"task": json.dumps(asdict(task))} for task in tasks]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 2000)))
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
         ds = ds.map_batches(RayWorker, fn_constructor_kwargs={"options": asdict(options), "threads": threads},
                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
         yield from _ray_rows(ds)

@@ -21,10 +21,14 @@ FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 
 def use_threads(threads: int | None) -> int:
-    """Cap this process's inference threads (the one place batch sets them: the thread
-    settings are moving from animegan.runtime to animegan.host)."""
+    """Give this process ``threads`` CPUs' worth of inference threads, PyTorch's and
+    OpenVINO's alike (both size themselves from ``available_cpus``, which honours
+    ANIMEGAN_THREADS). Call before loading a backend. The one place batch sets threads:
+    the thread settings are moving from animegan.runtime to animegan.host."""
     from .. import runtime
 
+    if threads:
+        os.environ["ANIMEGAN_THREADS"] = str(threads)
     return runtime.configure_threads(threads)
 
 
@@ -52,8 +56,8 @@ class Worker:
         self.src_is_file = self.src_fs.isfile(self.src_root)
         self.stylizer = Stylizer(options.style, backend=options.backend, max_side=options.max_side or None,
                                  weights_file=options.weights, cache_size=0)
+        self.threads = use_threads(threads)
         self.stylizer.backend()  # load now: a worker that cannot load its model fails at the start
-        self.threads = use_threads(threads)  # after loading, which sets the machine's full count
         self.host = socket.gethostname()
         self.key = options.key()
 
@@ -71,7 +75,8 @@ class Worker:
         except Exception as exc:  # anything else is reported, never allowed to stop the batch
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         backend = self.stylizer.backend()
-        row.update(seconds=round(time.perf_counter() - start, 4), backend=backend.name, host=self.host,
+        row.update(seconds=round(time.perf_counter() - start, 4), backend=backend.name, threads=self.threads,
+                   host=self.host,
                    finished=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
         return row
 
