@@ -107,6 +107,11 @@ def save(img, target: Path, fmt: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["batch"]:  # `animegan batch SRC DST ...`: many files, resumable, local or on Ray
+        from . import batch
+
+        return batch.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list_styles:
         for s in STYLES.values():

@@ -15,6 +15,8 @@ variable                       default     what it sets
                                            ``torch-fp32``, ``torch-exact``)
 ``ANIMEGAN_MALLOC``            ``1``       ``0`` leaves glibc's allocator settings alone
 ``ANIMEGAN_NO_BF16``           ``0``       ``1`` treats the CPU as having no native bf16
+``ANIMEGAN_THREADS``           ``0``       threads per inference (0: every CPU this process
+                                           may use; a batch worker gets its share)
 ``ANIMEGAN_CALIBRATION_SIDE``  ``512``     long side of the calibration photos for int8
 ``ANIMEGAN_MAX_SIDE_LIMIT``    ``1024``    app: the largest output side a visitor may ask for
 ``ANIMEGAN_DEFAULT_SIDE``      ``512``     app: the output side used when none is asked for
@@ -48,6 +50,7 @@ class Settings:
     backend: str = "auto"
     malloc: bool = True
     no_bf16: bool = False
+    threads: int = 0
     calibration_side: int = 512
     max_side_limit: int = 1024
     default_side: int = 512

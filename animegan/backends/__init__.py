@@ -66,12 +66,13 @@ def make_backend(model: nn.Module, name: str | None = None, settings: Settings |
                  background: bool = True) -> Backend:
     """The named backend for ``model``, or ``auto`` (``settings.backend``, default ``auto``).
 
-    Sets PyTorch's threads to the CPUs this process may use, and the allocator for the
+    Sets PyTorch's (and so OpenVINO's) threads to the CPUs this process may use (or
+    ``settings.threads``), and the allocator for the
     backend that runs (unless ``settings.malloc`` is off).
     """
     settings = settings or Settings.from_env()
     name = name or settings.backend or "auto"
-    host.configure_threads()
+    host.configure_threads(settings.threads or None)
     if name == "auto":
         from .auto import AutoBackend
 

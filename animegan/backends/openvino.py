@@ -202,7 +202,7 @@ def core() -> ov.Core:
 def _config(precision: str) -> dict:
     return {
         "INFERENCE_PRECISION_HINT": precision,
-        "INFERENCE_NUM_THREADS": host.available_cpus(),
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),  # as host.configure_threads set them
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
     }
