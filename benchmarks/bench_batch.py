@@ -121,9 +121,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    from animegan.runtime import available_cpus
 
     from animegan.batch.engines import split_cpus
+    from animegan.host import available_cpus
 
     cpus = available_cpus()
     work = Path(tempfile.mkdtemp(prefix="animegan-bench-batch-"))

@@ -91,7 +91,8 @@ def test_the_tree_holds_what_the_space_runs_and_nothing_else(space):
         assert want <= have, f"missing from the Space's {top}/: {sorted(want - have)}"
         for rel in want:
             assert (space / top / rel).read_bytes() == (ROOT / top / rel).read_bytes(), rel
-    assert list((space / "animegan" / "calibration").glob("*.jpg"))
+    assert list((space / "animegan" / "backends" / "calibration").glob("*.jpg"))
+    assert (space / "animegan" / "app" / "style.css").is_file()
     assert (space / "app.py").read_bytes() == (ROOT / "app.py").read_bytes()
     licence = (space / "LICENSE").read_text()
     assert licence == (ROOT / "LICENSE").read_text() and licence.startswith("MIT License")

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from .. import images, video
+from .. import policy
 from ..styles import DEFAULT_STYLE, STYLES
 from ..weights import WeightsError
 from .engines import EngineError, import_ray, run_local, run_ray, split_cpus
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="style to apply (default: %(default)s; see animegan --list-styles)")
     p.add_argument("--face-crop", choices=["off", "portrait", "paste"], default="off",
                    help="portrait: a square crop of the largest face; paste: each face redone and blended back")
-    p.add_argument("--max-side", type=int, default=images.DEFAULT_MAX_SIDE, metavar="PX",
+    p.add_argument("--max-side", type=int, default=policy.DEFAULT_MAX_SIDE, metavar="PX",
                    help="shrink photos so the long side is at most PX; 0 = never (default: %(default)s)")
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
     p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="openvino-int8, torch-bf16, torch-fp32 or torch-exact; default: auto ($ANIMEGAN_BACKEND)")
     e.add_argument("--weights", metavar="FILE", help="use this .pt/.safetensors file (every worker must see it)")
     v = p.add_argument_group("video clips (one clip per task, written as .mp4)")
-    v.add_argument("--video-max-side", type=int, default=video.DEFAULT_VIDEO_MAX_SIDE, metavar="PX",
+    v.add_argument("--video-max-side", type=int, default=policy.VIDEO_SIDE, metavar="PX",
                    help="shrink frames so the long side is at most PX; 0 = never (default: %(default)s)")
     v.add_argument("--max-seconds", type=float, default=0.0, metavar="S",
                    help="refuse clips longer than S seconds; 0 = no limit (default: %(default)s)")
