@@ -280,7 +280,7 @@ def test_the_trees_app_serves_stylize_from_the_trees_package(space, space_server
     outside = sorted({str(p) for p in loaded if not p.is_relative_to(space)})
     assert not outside, f"the server loaded animegan files from outside the Space's tree: {outside[:5]}"
     names = {p.relative_to(space).as_posix() for p in loaded}
-    assert {"animegan/__init__.py", "animegan/ui.py", "animegan/faces.py"} <= names
+    assert {"animegan/__init__.py", "animegan/app/photo.py", "animegan/faces.py"} <= names
 
     # the examples are found next to the tree's package (the page drops missing ones silently)
     with urllib.request.urlopen(space_server.url + "/config", timeout=10) as r:
