@@ -1,7 +1,7 @@
 """animegan: photos to anime portraits with AnimeGANv2, fast on a CPU."""
 
-from .models import Generator
 from .images import ImageError
+from .models import Generator, LiteGenerator, load_generator
 from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
 from .stylizer import Result, Stylizer, stylize
 from .weights import WeightsError
@@ -10,12 +10,14 @@ __all__ = [
     "DEFAULT_STYLE",
     "STYLES",
     "Generator",
+    "LiteGenerator",
     "ImageError",
     "Result",
     "Style",
     "Stylizer",
     "WeightsError",
     "get_style",
+    "load_generator",
     "register_style",
     "stylize",
 ]
