@@ -6,8 +6,8 @@ feature maps are whatever the perceptual network returns (VGG16 relu3_3 here).
 - adversarial (LSGAN): D pushes real anime frames to 1 and generated frames, grayscale
   anime frames and edge-smoothed anime frames to 0; G pushes its frames to 1. The gray
   and smoothed "fakes" teach D that anime means colour and crisp lines.
-- content: L1 between the features of the photo and of its stylized version, optionally
-  weighted per pixel (faces count more).
+- content: L1 between the features of the photo and of its stylized version, weighted per
+  pixel (faces count more): :func:`animegan.train.perceptual.weighted_l1`, shared with distillation.
 - style: L1 between Gram matrices of the output's features and those of *grayscale*
   anime frames: texture and line statistics without the film's colours.
 - colour: AnimeGANv2's YUV loss (output vs photo: L1 on Y, Huber on U and V) keeps the
@@ -52,20 +52,6 @@ def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- perceptual
-
-
-def content_loss(photo_feat: torch.Tensor, fake_feat: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute feature difference; ``weight`` (N x 1 x h x w, any h, w) scales it per pixel.
-
-    The weight map is resized to the features' resolution (area average), so a face box
-    drawn on the image weighs the features that see it.
-    """
-    diff = (photo_feat.float() - fake_feat.float()).abs()
-    if weight is None:
-        return diff.mean()
-    if weight.shape[-2:] != diff.shape[-2:]:
-        weight = F.adaptive_avg_pool2d(weight.float(), diff.shape[-2:])
-    return (diff * weight.to(diff.dtype)).mean()
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
