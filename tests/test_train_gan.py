@@ -47,15 +47,15 @@ def anime_dir(tmp_path_factory):
 
 def test_discriminator_is_a_spectrally_normalised_patch_critic():
     torch.manual_seed(0)
-    d = Discriminator()
+    d = Discriminator(width=16)
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 7
     for conv in convs:
         assert torch.nn.utils.parametrize.is_parametrized(conv, "weight")
-    x = torch.randn(2, 3, 64, 48)
+    x = torch.randn(2, 3, 32, 24)
     for _ in range(30):  # the power iteration converges as training runs forward passes
         out = d(x)
-    assert out.shape == (2, 1, 16, 12)  # one logit per patch, 1/4 resolution
+    assert out.shape == (2, 1, 8, 6)  # one logit per patch, 1/4 resolution
     d.eval()
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(conv.out_channels, -1), ord=2)
@@ -182,3 +182,157 @@ def test_anime_prep_says_what_is_wrong(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(TrainingError, match="broken.png"):
         anime_data.prepare(tmp_path, tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def test_stage_plan_from_epochs_and_minutes():
+    import argparse
+
+    from animegan.train import gan
+
+    parser = argparse.ArgumentParser()
+    gan.add_arguments(parser)
+    base = ["--photos", "p", "--anime", "a", "--out", "o"]
+    plan = gan.Plan.make(parser.parse_args([*base, "--epochs", "101"]), epoch_steps=50)
+    assert plan.end_steps == {"init": 500, "adversarial": 4800, "finetune": 5050}
+    assert plan.end_seconds == dict.fromkeys(gan.STAGES)
+    plan = gan.Plan.make(parser.parse_args([*base, "--minutes", "20"]), epoch_steps=50)
+    assert plan.end_seconds == {"init": 180, "adversarial": 1080, "finetune": 1200}
+    assert plan.stage_done("init", 10, 180.0) and plan.stage_done("init", 500, 1.0)
+    assert not plan.stage_done("adversarial", 10**6, 1000.0)
+    with pytest.raises(TrainingError, match="less than --init-epochs"):
+        gan.Plan.make(parser.parse_args([*base, "--epochs", "12"]), epoch_steps=50)
+    assert [gan.learning_rate(2e-4, e, 10) for e in (0, 9, 10, 25)] == [2e-4, 2e-4, 1e-4, 5e-5]
+    assert gan.learning_rate(2e-5, 99, 0) == 2e-5
+
+
+# ---------------------------------------------------------------- training runs
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for all runs here: anime frames prepared and faces found once."""
+    return tmp_path_factory.mktemp("gan-cache")
+
+
+def train(out, anime_dir, cache, *extra: str) -> int:
+    from animegan.cli import main
+
+    return main([
+        "train", "--photos", str(photo("astronaut.png").parent), "--anime", str(anime_dir), "--out", str(out),
+        "--cache", str(cache), "--size", "32", "--batch", "2", "--epoch-steps", "2", "--d-width", "16",
+        "--log-every", "1", "--sample-every", "2", "--quiet", *extra,
+    ])
+
+
+def tensors(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_three_stages_resume_at_their_step_and_stage3_trains_only_attention_and_last_layer(
+    vgg_weights, anime_dir, shared_cache, tmp_path
+):
+    from animegan import load_generator
+    from animegan.models import LiteGenerator
+    from animegan.train import gan
+    from animegan.train.loop import RunFolder
+
+    out = tmp_path / "run"
+    lite = ["--arch", "lite", "--width", "8", "--res-blocks", "1", "--init-epochs", "1", "--epochs", "3",
+            "--finetune-epochs", "1"]
+    # 2 init steps, 2 adversarial, 2 fine-tune; stop in the middle of stage 2.
+    assert train(out, anime_dir, shared_cache, *lite, "--steps", "3") == 0
+    folder = RunFolder(out)
+    state = torch.load(folder.checkpoint_path, weights_only=False)
+    assert (state["step"], state["stage"]) == (3, "adversarial")
+    assert state["optimizers"]["stage"] == "adversarial"
+    assert [(m["step"], m["stage"]) for m in folder.read_metrics()] == [
+        (1, "init"), (2, "init"), (3, "adversarial")]
+    assert (out / "samples" / "step_000002.png").is_file()
+
+    # Resume: the rest of stage 2, then stop as stage 3 begins (weights before fine-tuning).
+    assert train(out, anime_dir, shared_cache, *lite, "--steps", "4") == 0
+    state = torch.load(folder.checkpoint_path, weights_only=False)
+    assert (state["step"], state["stage"]) == (4, "finetune")
+    before = {k: v.clone() for k, v in tensors(out).items()}
+
+    assert train(out, anime_dir, shared_cache, *lite) == 0
+    metrics = folder.read_metrics()
+    assert [(m["step"], m["stage"]) for m in metrics] == [
+        (1, "init"), (2, "init"), (3, "adversarial"), (4, "adversarial"), (5, "finetune"), (6, "finetune")]
+    for m in metrics[2:]:
+        for key in ("adv", "content", "style", "colour_hist", "d_total", "d_real", "d_fake", "d_gray", "d_smooth"):
+            assert np.isfinite(m[key]), (m["step"], key)
+        assert m["lr_g"] == m["lr_d"] == 2e-4 and "colour_yuv" not in m  # seed preset
+    assert metrics[0]["content"] > 0 and "adv" not in metrics[0]
+
+    # Stage 3: every frozen tensor bit-identical, every trainable one moved.
+    after = tensors(out)
+    model = LiteGenerator(width=8, res_blocks=1)
+    trainable = set(gan.finetune_names(model, "lite"))
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(("attention.", "out_layer."))}
+    assert "attention.gamma" in trainable and len(trainable) < len(after) / 2
+    for name, value in after.items():
+        if name in trainable:
+            assert not torch.equal(value, before[name]), f"{name} should have trained"
+        else:
+            assert torch.equal(value, before[name]), f"{name} should be frozen"
+
+    # The run folder is a model: it loads, and the command line stylizes with it.
+    generator = load_generator(out)
+    assert isinstance(generator, LiteGenerator) and generator.config["width"] == 8
+    sheet = Image.open(out / "samples" / "latest.png")
+    assert sheet.width == 2 * 32  # photo | output, each 32 px wide
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "animegan", str(photo("astronaut.png")), "--weights", str(out),
+         "-o", str(tmp_path / "styled"), "--max-side", "96"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    styled = Image.open(tmp_path / "styled" / "astronaut_anime.png")
+    assert styled.size == (96, 96)
+
+
+def test_published_network_with_a_published_preset(vgg_weights, anime_dir, shared_cache, tmp_path):
+    from animegan.models import Generator
+    from animegan.train import gan
+    from animegan.train.loop import RunFolder
+
+    out = tmp_path / "v2"
+    v2 = ["--arch", "animeganv2", "--preset", "hayao", "--init-epochs", "0", "--epochs", "2",
+          "--finetune-epochs", "1", "--epoch-steps", "1"]
+    assert train(out, anime_dir, shared_cache, *v2, "--steps", "1") == 0
+    before = tensors(out)
+    assert train(out, anime_dir, shared_cache, *v2) == 0
+    after = tensors(out)
+    metrics = RunFolder(out).read_metrics()
+    assert [(m["step"], m["stage"]) for m in metrics] == [(1, "adversarial"), (2, "finetune")]
+    first = metrics[0]
+    assert (first["lr_g"], first["lr_d"]) == (2e-5, 4e-5)
+    assert all(np.isfinite(first[k]) for k in ("adv", "content", "style", "colour_yuv", "tv"))
+    assert "colour_hist" not in first
+    trainable = set(gan.finetune_names(Generator(), "animeganv2"))
+    assert trainable and all(n.startswith(("block_e.", "out_layer.")) for n in trainable)
+    changed = {n for n in after if not torch.equal(after[n], before[n])}
+    assert changed == trainable & set(after)
+
+
+def test_training_says_what_is_wrong(vgg_weights, anime_dir, shared_cache, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert train(out, anime_dir, shared_cache) == 1
+    assert "--minutes M, --epochs E" in capsys.readouterr().err
+    assert train(out, tmp_path / "nothing", shared_cache, "--steps", "1") == 1
+    assert "not a folder" in capsys.readouterr().err
+    # Without the VGG16 weights: stop before training, saying where to put them.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    assert train(out, anime_dir, shared_cache, "--steps", "1", "--width", "8") == 1
+    err = capsys.readouterr().err
+    assert "vgg16-397923af.pth" in err and "Traceback" not in err
+    assert not (out / "model.safetensors").exists()
