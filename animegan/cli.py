@@ -105,7 +105,17 @@ def save(img, target: Path, fmt: str) -> None:
     img.save(target, FORMATS[fmt], **({"quality": 95} if fmt != "png" else {}))
 
 
+TRAINING_COMMANDS = ("distill", "train", "export")  # handed over to animegan.train.cli when it knows them
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TRAINING_COMMANDS and not Path(argv[0]).exists():
+        from .train.cli import SUBCOMMANDS
+        from .train.cli import main as train_main
+
+        if argv[0] in SUBCOMMANDS:
+            return train_main(argv)
     args = build_parser().parse_args(argv)
     if args.list_styles:
         for s in STYLES.values():

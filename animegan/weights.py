@@ -42,7 +42,8 @@ def _from_weights_dir(name: str) -> Path | None:
         candidate = Path(folder) / f"{name}{suffix}"
         if candidate.is_file():
             return candidate
-    return None
+    candidate = Path(folder) / name  # a model folder (config.json + model.safetensors)
+    return candidate if (candidate / "config.json").is_file() else None
 
 
 def _from_hub(style: Style) -> Path:
@@ -94,15 +95,16 @@ def _describe(exc: BaseException) -> str:
 def resolve(style: str | Style) -> Path:
     """The local file holding a style's weights, downloading it once if needed.
 
-    Order: ``$ANIMEGAN_WEIGHTS_DIR/<style>.safetensors|.pt``, the style's local path,
-    the Hugging Face Hub (cached by huggingface_hub), then a plain URL.
+    Order: ``$ANIMEGAN_WEIGHTS_DIR/<style>.safetensors|.pt`` (or a model folder
+    ``<style>/``), the style's local path (a file or a model folder), the Hugging Face Hub
+    (cached by huggingface_hub), then a plain URL.
     """
     style = get_style(style) if isinstance(style, str) else style
     local = _from_weights_dir(style.name)
     if local is not None:
         return local
     if style.path is not None:
-        if not style.path.is_file():
+        if not style.path.exists():
             raise WeightsError(f"Weights file for style {style.name!r} not found: {style.path}")
         return style.path
 

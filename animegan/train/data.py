@@ -164,10 +164,14 @@ class CropSampler:
         return min(n, math.ceil(self.face_fraction * n)) if self.has_faces and self.face_fraction > 0 else 0
 
     def batch(self, n: int) -> Batch:
+        """n crops, ``face_count(n)`` of them around faces, in random order."""
         faces = self.face_count(n)
-        crops = [self.face_crop() if i < faces else self.random_crop() for i in range(n)]
-        order = self.rng.permutation(n)  # faces anywhere in the batch, not always first
-        crops = [crops[i] for i in order]
+        kinds = [i < faces for i in range(n)]
+        return self.crops([kinds[i] for i in self.rng.permutation(n)])
+
+    def crops(self, kinds: list[bool]) -> Batch:
+        """One crop per entry: around a face where True (if any photo has one), else anywhere."""
+        crops = [self.face_crop() if face and self.has_faces else self.random_crop() for face in kinds]
         imgs = np.stack([c[0] for c in crops])
         weights = np.stack([c[1] for c in crops])
         return Batch(
