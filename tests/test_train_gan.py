@@ -307,7 +307,7 @@ def test_published_network_with_a_published_preset(vgg_weights, anime_dir, share
 
     out = tmp_path / "v2"
     v2 = ["--arch", "animeganv2", "--preset", "hayao", "--init-epochs", "0", "--epochs", "2",
-          "--finetune-epochs", "1", "--epoch-steps", "1"]
+          "--finetune-epochs", "1", "--epoch-steps", "1", "--precision", "fp32"]
     assert train(out, anime_dir, shared_cache, *v2, "--steps", "1") == 0
     before = tensors(out)
     assert train(out, anime_dir, shared_cache, *v2) == 0
@@ -322,6 +322,9 @@ def test_published_network_with_a_published_preset(vgg_weights, anime_dir, share
     assert trainable and all(n.startswith(("block_e.", "out_layer.")) for n in trainable)
     changed = {n for n in after if not torch.equal(after[n], before[n])}
     assert changed == trainable & set(after)
+    # --restart: a fresh run in the same folder, not a resume.
+    assert train(out, anime_dir, shared_cache, *v2, "--restart", "--steps", "1") == 0
+    assert [(m["step"], m["stage"]) for m in RunFolder(out).read_metrics()] == [(1, "adversarial")]
 
 
 def test_training_says_what_is_wrong(vgg_weights, anime_dir, shared_cache, tmp_path, monkeypatch, capsys):

@@ -20,7 +20,9 @@ A run resumes where it stopped, stage and step, when its folder holds a checkpoi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ FINETUNE_TRAINABLE = {
 }
 INIT_SHARE, FINETUNE_SHARE = 0.15, 0.10  # of --minutes
 BETAS = (0.5, 0.999)  # AnimeGANv2's Adam settings
+SAVE_SECONDS = 300  # a checkpoint at least this often, whatever --checkpoint-every says
 
 
 # ---------------------------------------------------------------- command line
@@ -85,13 +88,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-every", type=int, default=200, metavar="N",
                    help="write a sample sheet (photo | output) every N steps (default: %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
-                   help="save a checkpoint and the model every N steps (default: %(default)s)")
+                   help="save a checkpoint and the model every N steps, and every 5 minutes (default: %(default)s)")
     p.add_argument("--log-every", type=int, default=10, metavar="N",
                    help="append the losses to metrics.jsonl every N steps (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--precision", choices=["auto", "fp32"], default="auto",
                    help="auto: bf16 autocast on CPUs that have it, AMP on CUDA (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh even if --out holds a checkpoint (it and the metrics are replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -99,10 +104,9 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume) a training run; returns the exit status."""
     trainer = GanTrainer(args)
     try:
-        trainer.train()
+        return trainer.train()
     finally:
         trainer.close()
-    return 0
 
 
 # ---------------------------------------------------------------- schedule
@@ -183,7 +187,7 @@ class GanTrainer:
         self.args = args
         self.preset: Preset = PRESETS[args.preset]
         self.folder = loop.RunFolder(Path(args.out))
-        resume = self.folder.has_checkpoint()
+        resume = self.folder.has_checkpoint() and not args.restart
         checkpoint = self.folder.load_checkpoint() if resume else None
         if checkpoint is not None:
             old = checkpoint["settings"]
@@ -194,7 +198,7 @@ class GanTrainer:
         self.device = loop.pick_device(args.device, args.precision)
         loop.seed_everything(args.seed)
 
-        # Data first: the cheapest place to find a wrong folder.
+        self.vgg = perceptual.VGGFeatures().to(self.device.device)  # stops here without the weights
         cache = Path(args.cache) if args.cache else Path(args.out) / "cache"
         self.anime = anime_data.prepare(args.anime, cache, side=args.anime_side or args.size, progress=not args.quiet)
         photos = data.load_photos(args.photos, photo_side=max(512, args.size), detect=not args.no_faces,
@@ -207,7 +211,6 @@ class GanTrainer:
         epoch_steps = args.epoch_steps or max(1, max(len(photos), len(self.anime)) // args.batch)
         self.plan = Plan.make(args, epoch_steps)
 
-        self.vgg = perceptual.VGGFeatures().to(self.device.device)  # stops here without the weights
         self.generator = self._generator(checkpoint).to(self.device.device)
         self.discriminator = self._discriminator(checkpoint).to(self.device.device)
 
@@ -221,7 +224,10 @@ class GanTrainer:
             "d_width": self.d_width,
             "loss_weights": self.preset.as_dict(), "device": self.device.describe(), "seed": args.seed,
         }
-        self.folder.prepare(self.settings, resume=resume)
+        self.folder.prepare(self.settings, resume=resume or args.restart)
+        if args.restart:
+            self.folder.metrics_path.unlink(missing_ok=True)
+            self.folder.checkpoint_path.unlink(missing_ok=True)
         self.step, self.elapsed_before, self.stage = 0, 0.0, STAGES[0]
         self.stage_state: dict[str, Any] | None = None
         self._optimiser_stage: str | None = None
@@ -369,7 +375,8 @@ class GanTrainer:
         scaler.update()
 
     # -- the run ------------------------------------------------------------------------
-    def train(self) -> None:
+    def train(self) -> int:
+        """Run the remaining stages; 0 when finished or paused by --steps, 130 when stopped."""
         from . import loop
 
         total = self.plan.total_steps
@@ -385,33 +392,39 @@ class GanTrainer:
                        f"{self.plan.epoch_steps} steps per epoch, {self.device.describe()}; {start}")
         self.generator.train()
         self.discriminator.train()
-        paused = False
+        self.last_save = time.perf_counter()
+        outcome = "finished"
+        stop = {"now": False}
+        old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         try:
-            while True:
+            while outcome == "finished":
                 self._optimisers(self.stage)
                 progress.bar.set_description(self.stage)
                 while not self.plan.stage_done(self.stage, self.step, clock.elapsed):
+                    if stop["now"]:
+                        outcome = "stopped"
+                        break
                     if self.args.steps is not None and self.step >= self.args.steps:
-                        paused = True
+                        outcome = "paused (--steps)"
                         break
                     self._one_step(progress, clock)
-                if paused or self.stage == STAGES[-1]:
+                if outcome != "finished" or self.stage == STAGES[-1]:
                     break
                 # The next stage starts from a checkpoint, so a resume never repeats or skips one.
                 self.stage = STAGES[STAGES.index(self.stage) + 1]
                 self.save(clock.elapsed)
         except KeyboardInterrupt:
-            self.save(clock.elapsed)
-            progress.close()
-            print(f"Stopped at step {self.step} ({self.stage}); run the same command to resume.", file=sys.stderr)
-            raise SystemExit(130) from None
+            outcome = "stopped"
         finally:
+            signal.signal(signal.SIGTERM, old_handler)
             progress.close()
         self.save(clock.elapsed)
         self.sample()
-        where = "paused (--steps)" if paused else "finished"
-        print(f"train {where} at step {self.step} ({self.stage}) after {clock.elapsed / 60:.1f} min of training. "
-              f"Model: {self.folder.root} (stylize with --weights {self.folder.root}).", file=sys.stderr)
+        again = "; run the same command to resume" if outcome != "finished" else ""
+        print(f"train {outcome} at step {self.step} ({self.stage}) after {clock.elapsed / 60:.1f} min of training"
+              f"{again}.\nModel: {self.folder.root}/ (config.json + model.safetensors); use it with: "
+              f"python -m animegan PHOTO --weights {self.folder.root}", file=sys.stderr)
+        return 130 if outcome == "stopped" else 0
 
     def _one_step(self, progress, clock) -> None:
         lr_g, lr_d = self._set_lr()
@@ -425,7 +438,7 @@ class GanTrainer:
                             **values)
         if self.step % self.args.sample_every == 0:
             self.sample()
-        if self.step % self.args.checkpoint_every == 0:
+        if self.step % self.args.checkpoint_every == 0 or time.perf_counter() - self.last_save > SAVE_SECONDS:
             self.save(elapsed)
 
     def save(self, elapsed: float) -> None:
@@ -443,6 +456,7 @@ class GanTrainer:
             "anime_rng": self.anime_rng.bit_generator.state,
         })
         self.folder.save_model(self.generator)
+        self.last_save = time.perf_counter()
 
     def sample(self) -> None:
         from . import loop
@@ -454,7 +468,7 @@ class GanTrainer:
                 out = self.generator(x.to(self.device.device))
                 rows.append([loop.to_image(x[0]), loop.to_image(out[0])])
         self.generator.train()
-        title = f"{self.args.arch} / {self.args.preset}: step {self.step}, {self.stage}"
+        title = f"step {self.step}, {self.stage}"  # short: a 64 px sheet is 128 px wide
         self.folder.save_sheet(loop.sample_sheet(rows, ["photo", "output"], title), self.step)
 
     def close(self) -> None:
