@@ -160,3 +160,27 @@ def describe(model: nn.Module) -> str:
     name = config.pop("architecture", type(model).__name__)
     args = ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
     return f"{name}({args})" if args else name
+
+
+def style_architecture(name: str) -> nn.Module:
+    """An untrained module with a style's architecture, found without its weights where
+    possible: the config.json of its model folder (ANIMEGAN_WEIGHTS_DIR/<name>/ or its
+    local path) or of its Hub model repo (cached or fetched: a few hundred bytes);
+    a plain weights file means the published AnimeGANv2 network."""
+    from ..styles import get_style
+    from ..weights import _from_weights_dir
+
+    style = get_style(name)
+    for folder in (_from_weights_dir(style.name), style.path):
+        if folder is not None and is_model_folder(folder):
+            return build(read_config(folder))
+    if style.repo_id and not style.filename:
+        from huggingface_hub import hf_hub_download
+
+        from ..weights import _env_flag, cache_dir
+
+        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision, cache_dir=cache_dir(),
+                                 endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                 local_files_only=_env_flag("HF_HUB_OFFLINE"))
+        return build(read_config(Path(config).parent))
+    return build({"architecture": "animeganv2"})

@@ -233,12 +233,12 @@ def run(args: argparse.Namespace) -> int:
         student = LiteGenerator(width=args.width, res_blocks=args.res_blocks, window=args.window)
     student = student.to(device.device).train()
     perceptual = VGGFeatures().to(device.device) if settings["perceptual"] > 0 else None
+    photos = load_photos(args.photos, photo_side=settings["photo_side"], cache_file=folder.root / "faces.json")
     folder.prepare({**settings, "teacher_name": teacher_name}, resume=resume or args.restart)
     if args.restart:
         folder.metrics_path.unlink(missing_ok=True)
 
     size = settings["size"]
-    photos = load_photos(args.photos, photo_side=settings["photo_side"], cache_file=folder.root / "faces.json")
     sampler = CropSampler(photos, size, face_fraction=settings["face_fraction"],
                           face_weight=settings["face_weight"], seed=settings["seed"])
     disc = PatchDiscriminator().to(device.device).train() if settings["adversarial"] > 0 else None
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
             sums["psnr"] = sums.get("psnr", 0.0) + _psnr(out.detach(), y)
             sums["n"] = sums.get("n", 0.0) + 1
-            progress.update(step, clock.elapsed, loss=float(loss), lr=f"{lr:.1e}")
+            progress.update(step, clock.elapsed, loss=float(loss.detach()), lr=f"{lr:.1e}")
             if step % settings["log_every"] == 0 or budget.done(step, clock.elapsed):
                 n = sums.pop("n")
                 folder.log(step=step, elapsed=round(clock.elapsed, 1), lr=lr, crops=seen,

@@ -45,16 +45,24 @@ def _missing_message(cause: BaseException | None) -> str:
 
 
 def load_vgg16_features(layer: int = RELU3_3) -> nn.Sequential:
-    """``vgg16(weights=IMAGENET1K_V1).features[:layer]``, frozen and in eval mode."""
+    """``vgg16(weights=IMAGENET1K_V1).features[:layer]``, frozen and in eval mode.
+
+    What ``vgg16(weights=...)`` does, without first filling 138 M parameters with random
+    numbers only to overwrite them: torchvision's weights enum fetches the file through
+    torch's hub cache, and the state_dict is loaded strictly into a network built on the
+    meta device (``assign=True`` takes the loaded tensors as they are)."""
     from torchvision.models import VGG16_Weights, vgg16
 
     try:
-        model = vgg16(weights=VGG16_Weights.IMAGENET1K_V1)
-    except Exception as exc:  # offline, proxy, partial file, unreadable file
+        state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+        with torch.device("meta"):
+            model = vgg16()
+        model.load_state_dict(state, strict=True, assign=True)
+    except Exception as exc:  # offline, proxy, partial file, unreadable file, wrong keys
         raise TrainingError(_missing_message(exc)) from None
     features = model.features[:layer]
-    del model
-    return features.eval().requires_grad_(False)
+    del model, state
+    return features.float().eval().requires_grad_(False)
 
 
 class VGGFeatures(nn.Module):
