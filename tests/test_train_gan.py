@@ -300,7 +300,7 @@ def test_three_stages_resume_at_their_step_and_stage3_trains_only_attention_and_
     assert styled.size == (96, 96)
 
 
-def test_published_network_with_a_published_preset(vgg_weights, anime_dir, shared_cache, tmp_path):
+def test_published_network_with_a_published_preset(vgg_weights, anime_dir, shared_cache, tmp_path, capsys):
     from animegan.models import Generator
     from animegan.train import gan
     from animegan.train.loop import RunFolder
@@ -322,6 +322,9 @@ def test_published_network_with_a_published_preset(vgg_weights, anime_dir, share
     assert trainable and all(n.startswith(("block_e.", "out_layer.")) for n in trainable)
     changed = {n for n in after if not torch.equal(after[n], before[n])}
     assert changed == trainable & set(after)
+    # Resuming with another network is refused, with the way out.
+    assert train(out, anime_dir, shared_cache, *v2[2:], "--arch", "lite") == 1
+    assert "holds a run with --arch animeganv2" in capsys.readouterr().err
     # --restart: a fresh run in the same folder, not a resume.
     assert train(out, anime_dir, shared_cache, *v2, "--restart", "--steps", "1") == 0
     assert [(m["step"], m["stage"]) for m in RunFolder(out).read_metrics()] == [(1, "adversarial")]

@@ -48,8 +48,24 @@ SAVE_SECONDS = 300  # a checkpoint at least this often, whatever --checkpoint-ev
 # ---------------------------------------------------------------- command line
 
 
+EXAMPLES = """\
+examples:
+  python -m animegan train --photos photos/ --anime frames/ --out my_style --minutes 60
+      a small generator in the seed recipe, 60 minutes across the three stages
+  python -m animegan train --photos photos/ --anime hayao/ --out hayao --arch animeganv2 --preset hayao --epochs 101
+      AnimeGANv2 as published (a GPU job)
+  python -m animegan my.jpg --weights my_style
+      stylize with the result (the run folder is a model folder)
+
+Run the same command again to resume where it stopped (stage and step).
+"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``train`` subcommand's arguments."""
+    p.description = "Train a generator on photos and anime frames with the AnimeGANv2 recipe (three stages)."
+    p.epilog = EXAMPLES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--photos", required=True, metavar="DIR", help="folder of photos (searched recursively)")
     p.add_argument("--anime", required=True, metavar="DIR",
                    help="folder of anime frames of one style (e.g. stills of one film), searched recursively")
@@ -184,6 +200,7 @@ class GanTrainer:
             raise TrainingError("Give a length: --minutes M, --epochs E (or --steps N for a short try).")
         if args.batch < 1 or args.size < 32:
             raise TrainingError("--batch must be at least 1 and --size at least 32 px.")
+        Plan.make(args, 1)  # the epoch arithmetic is checked before any slow preparation
         self.args = args
         self.preset: Preset = PRESETS[args.preset]
         self.folder = loop.RunFolder(Path(args.out))
@@ -270,8 +287,9 @@ class GanTrainer:
         else:
             params = set_trainable(self.generator, None)
         self.base_lr_g = p.lr_init if stage == "init" else p.lr_g
-        self.opt_g = torch.optim.Adam(params, lr=self.base_lr_g, betas=BETAS)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=p.lr_d, betas=BETAS)
+        fused = self.device.type in ("cpu", "cuda")  # one kernel per step, not one per tensor
+        self.opt_g = torch.optim.Adam(params, lr=self.base_lr_g, betas=BETAS, fused=fused)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=p.lr_d, betas=BETAS, fused=fused)
         self.scaler_g, self.scaler_d = self.device.scaler(), self.device.scaler()
         if self.stage_state is not None and self.stage_state.get("stage") == stage:
             self.opt_g.load_state_dict(self.stage_state["opt_g"])
