@@ -1,21 +1,23 @@
 """animegan: photos to anime portraits with AnimeGANv2, fast on a CPU."""
 
 from .images import ImageError
-from .models import Generator
+from .models import Generator, LiteGenerator
 from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
 from .stylizer import Result, Stylizer, stylize
-from .weights import WeightsError
+from .weights import WeightsError, load_generator
 
 __all__ = [
     "DEFAULT_STYLE",
     "STYLES",
     "Generator",
+    "LiteGenerator",
     "ImageError",
     "Result",
     "Style",
     "Stylizer",
     "WeightsError",
     "get_style",
+    "load_generator",
     "register_style",
     "stylize",
 ]

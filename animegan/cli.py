@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--style", default=DEFAULT_STYLE, choices=sorted(STYLES), metavar="STYLE",
                    help="style to apply (default: %(default)s; see --list-styles)")
     p.add_argument("--list-styles", action="store_true", help="list the styles and exit")
-    p.add_argument("--weights", metavar="FILE", help="use this .pt/.safetensors file for the chosen style")
+    p.add_argument("--weights", metavar="SRC", help="use these weights for the chosen style: a .pt/.safetensors "
+                   "file, a model folder (config.json + model.safetensors, e.g. from distill) or a Hub repo id")
     p.add_argument("--max-side", type=int, default=policy.DEFAULT_MAX_SIDE, metavar="PX",
                    help="shrink photos so the long side is at most PX before stylizing; 0 = never "
                         "(default: %(default)s)")
@@ -106,16 +107,40 @@ def save(img, target: Path, fmt: str) -> None:
     img.save(target, FORMATS[fmt], **({"quality": 95} if fmt != "png" else {}))
 
 
+TRAINING_COMMANDS = ("distill", "train", "export")  # handed over to animegan.train.cli when it knows them
+
+
+def style_cost(name: str) -> str:
+    """Architecture, params and multiply-adds at 512 x 512 (counted from the layers; no weights needed)."""
+    from .models.complexity import count
+    from .models.registry import describe
+    from .weights import style_architecture
+
+    try:
+        model = style_architecture(name)
+    except Exception as exc:  # a Hub model repo whose config.json cannot be fetched
+        return f"architecture unknown ({str(exc).splitlines()[0][:120]})"
+    return f"{describe(model)}: {count(model, 512).summary()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["batch"]:  # `animegan batch SRC DST ...`: many files, resumable, local or on Ray
         from . import batch
 
         return batch.main(argv[1:])
+    if argv and argv[0] in TRAINING_COMMANDS and not Path(argv[0]).exists():
+        from .train.cli import SUBCOMMANDS
+        from .train.cli import main as train_main
+
+        if argv[0] in SUBCOMMANDS:
+            return train_main(argv)
     args = build_parser().parse_args(argv)
     if args.list_styles:
         for s in STYLES.values():
             print(f"{s.name:20} {s.title} ({s.size} px): {s.description}")
+            if args.verbose:
+                print(f"{'':20} {style_cost(s.name)}")
         return 0
     if not args.inputs:
         build_parser().print_usage(sys.stderr)

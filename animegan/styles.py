@@ -38,7 +38,7 @@ class Style:
         if self.path is not None:
             return str(self.path)
         if self.repo_id:
-            return f"hf://{self.repo_id}/{self.filename}"
+            return f"hf://{self.repo_id}" + (f"/{self.filename}" if self.filename else "")
         return self.url or "(no source)"
 
 
@@ -111,9 +111,11 @@ def register_style(
     credit: str = "User-provided weights.",
     is_face_model: bool = True,
 ) -> Style:
-    """Add (or replace) a style: a Hub repo id + filename, a URL, or a local file."""
-    if not (path or url or (repo_id and filename)):
-        raise ValueError("A style needs a local path, a URL, or a Hub repo_id and filename.")
+    """Add (or replace) a style: a Hub repo id + filename (a weights file), a Hub repo id
+    alone (a model repo: config.json + model.safetensors, as ``save_pretrained`` and
+    ``animegan distill`` write them), a URL, or a local path (a weights file or a model folder)."""
+    if not (path or url or repo_id):
+        raise ValueError("A style needs a local path, a URL, or a Hub repo_id (and filename for a weights file).")
     style = Style(
         name=name,
         title=title or name,

@@ -29,6 +29,7 @@ from .host import INFERENCE_LOCK
 from .policy import FaceMode
 from .settings import Settings
 from .styles import DEFAULT_STYLE, Style, get_style
+from .weights import load_generator
 
 ProgressFn = Callable[[float, str], None]
 NO_FACE_NOTE = "No face found; stylized the whole photo."
@@ -98,7 +99,8 @@ class Stylizer:
         self.backend_name = backend or self.settings.backend
         self.max_side = max_side
         self.max_pixels = max_pixels
-        self._overrides: dict[str, Path] = {style: Path(weights_file)} if weights_file else {}
+        # a .pt/.safetensors file, a model folder (config.json + model.safetensors) or a Hub repo id
+        self._overrides: dict[str, str | Path] = {style: weights_file} if weights_file else {}
         self._backends: dict[str, Backend] = {}
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, Result] = OrderedDict()
@@ -106,15 +108,21 @@ class Stylizer:
         self._cache_lock = threading.Lock()
 
     # -- models -----------------------------------------------------------------------
-    def weights_path(self, style: str) -> Path:
-        return self._overrides.get(style) or weights.resolve(get_style(style), self.settings)
+    def weights_path(self, style: str) -> str | Path:
+        """Where the style's generator comes from: a weights file, a model folder or a Hub repo id."""
+        if style in self._overrides:
+            return self._overrides[style]
+        spec = get_style(style)
+        if spec.repo_id and not spec.filename:
+            return spec.repo_id  # a model repo: config.json + model.safetensors
+        return weights.resolve(spec, self.settings)
 
     def backend(self, style: str | None = None) -> Backend:
         """The ready backend for ``style``, loading (and downloading) it on first use."""
         style = style or self.style
         with self._load_lock:
             if style not in self._backends:
-                model = weights.load_generator(self.weights_path(style))
+                model = load_generator(self.weights_path(style))
                 self._backends[style] = make_backend(model, self.backend_name, self.settings)
             return self._backends[style]
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .models import Generator
+from .models.registry import CONFIG, WEIGHTS, ConfigError, architectures, build, is_model_folder, read_config
 from .settings import Settings
 from .styles import Style, get_style
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
 _SUFFIXES = (".safetensors", ".pt", ".pth")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class WeightsError(RuntimeError):
@@ -34,7 +40,8 @@ def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
         candidate = Path(folder) / f"{name}{suffix}"
         if candidate.is_file():
             return candidate
-    return None
+    candidate = Path(folder) / name  # a model folder (config.json + model.safetensors)
+    return candidate if (candidate / "config.json").is_file() else None
 
 
 def _from_hub(style: Style, hub_cache: Path | None) -> Path:
@@ -87,9 +94,10 @@ def _describe(exc: BaseException) -> str:
 def resolve(style: str | Style, settings: Settings | None = None) -> Path:
     """The local file holding a style's weights, downloading it once if needed.
 
-    Order: ``<settings.weights_dir>/<style>.safetensors|.pt`` (ANIMEGAN_WEIGHTS_DIR),
-    the style's local path, the Hugging Face Hub (cached by huggingface_hub in
-    ``settings.hub_cache``), then a plain URL. ``settings`` default to the environment's.
+    Order: ``<settings.weights_dir>/<style>.safetensors|.pt`` (ANIMEGAN_WEIGHTS_DIR; or a
+    model folder ``<style>/``), the style's local path (a file or a model folder), the
+    Hugging Face Hub (cached by huggingface_hub in ``settings.hub_cache``), then a plain
+    URL. ``settings`` default to the environment's.
     """
     settings = settings or Settings.from_env()
     hub_cache = settings.hub_cache
@@ -98,7 +106,7 @@ def resolve(style: str | Style, settings: Settings | None = None) -> Path:
     if local is not None:
         return local
     if style.path is not None:
-        if not style.path.is_file():
+        if not style.path.exists():
             raise WeightsError(f"Weights file for style {style.name!r} not found: {style.path}")
         return style.path
 
@@ -180,10 +188,100 @@ def check_state_dict(state: dict[str, torch.Tensor], origin: str = "the checkpoi
         )
 
 
-def load_generator(path: str | Path) -> Generator:
+def _load_state_file(path: str | Path) -> Generator:
     """A Generator in eval mode with the weights from ``path`` (checked, strict)."""
     state = read_state_dict(path)
     check_state_dict(state, origin=str(path))
     model = Generator()
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval().requires_grad_(False)
+
+
+# -- model folders (config.json + model.safetensors) and Hub model repos ---------------------
+def _from_folder(folder: Path) -> nn.Module:
+    config = read_config(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise WeightsError(f"{folder} has a config.json but no {WEIGHTS}.")
+    known = architectures()
+    name = config.get("architecture", "animeganv2")
+    if name not in known:
+        raise WeightsError(f"Unknown generator architecture {name!r} in {folder}/{CONFIG}; known: {', '.join(known)}.")
+    cls = known[name]
+    # The mixin's own loader, strict: every tensor must be there with its shape. It prints a
+    # line for local folders; keep the command line's output clean.
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = cls.from_pretrained(str(folder), strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys, wrong shapes
+        raise WeightsError(f"{folder}/{WEIGHTS} does not match its config.json: "
+                           f"{str(exc).splitlines()[0][:300]}") from None
+    return model
+
+
+def _download_folder(repo_id: str, revision: str | None = None) -> Path:
+    """config.json + model.safetensors of a Hub repo, in huggingface_hub's cache; the
+    snapshot folder holding both. The endpoint is read at call time (HF_ENDPOINT), as for
+    the published styles' weights."""
+    from huggingface_hub import hf_hub_download
+
+    options = dict(revision=revision, cache_dir=Settings.from_env().hub_cache,
+                   endpoint=os.environ.get("HF_ENDPOINT") or None, local_files_only=_env_flag("HF_HUB_OFFLINE"))
+    config = Path(hf_hub_download(repo_id, CONFIG, **options))
+    weights = Path(hf_hub_download(repo_id, WEIGHTS, **options))
+    if weights.parent != config.parent:  # different revisions in between: keep them together
+        raise WeightsError(f"{repo_id}: config.json and {WEIGHTS} came from different revisions; try again.")
+    return config.parent
+
+
+def load_generator(source: str | Path, revision: str | None = None) -> nn.Module:
+    """A ready (eval mode, no gradients) generator from a model folder, a Hub repo id, or a
+    published AnimeGANv2 state_dict file."""
+    try:
+        return _load_generator(source, revision)
+    except ConfigError as exc:
+        raise WeightsError(str(exc)) from None
+
+
+def _load_generator(source: str | Path, revision: str | None) -> nn.Module:
+    path = Path(source)
+    if path.is_file() and path.name == WEIGHTS and is_model_folder(path.parent):
+        path = path.parent  # model.safetensors inside a model folder: use its config
+    if path.is_dir():
+        if not is_model_folder(path):
+            raise WeightsError(f"{path} is a folder without a {CONFIG}: not a saved model "
+                         "(expected config.json + model.safetensors, as save_pretrained writes them).")
+        model = _from_folder(path)
+    elif path.is_file():
+        model = _load_state_file(path)
+    elif isinstance(source, str) and _REPO_ID.match(source) and not source.startswith((".", "/")):
+        try:
+            folder = _download_folder(source, revision)
+        except Exception as exc:
+            if type(exc).__name__ == "WeightsError":
+                raise
+            raise WeightsError(f"Could not get the model {source!r} from the Hugging Face Hub: "
+                         f"{_describe(exc)}") from None
+        model = _from_folder(folder)
+    else:
+        raise WeightsError(f"Weights not found: {source} (a model folder, a Hub repo id or a .pt/.safetensors file).")
+    return model.eval().requires_grad_(False)
+
+
+def style_architecture(name: str) -> nn.Module:
+    """An untrained module with a style's architecture, found without its weights where
+    possible: the config.json of its model folder (ANIMEGAN_WEIGHTS_DIR/<name>/ or its
+    local path) or of its Hub model repo (cached or fetched: a few hundred bytes);
+    a plain weights file means the published AnimeGANv2 network."""
+    style = get_style(name)
+    for folder in (_from_weights_dir(style.name, Settings.from_env().weights_dir), style.path):
+        if folder is not None and is_model_folder(folder):
+            return build(read_config(folder))
+    if style.repo_id and not style.filename:
+        from huggingface_hub import hf_hub_download
+
+        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision,
+                                 cache_dir=Settings.from_env().hub_cache,
+                                 endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                 local_files_only=_env_flag("HF_HUB_OFFLINE"))
+        return build(read_config(Path(config).parent))
+    return build({"architecture": "animeganv2"})

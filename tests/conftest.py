@@ -80,3 +80,33 @@ def app_server(weights_dir, tmp_path_factory):
     yield server
     if owner:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def vgg_stand_in(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub cache holds a stand-in for torchvision's VGG16 ImageNet
+    weights: the real file name and every key and shape, randomly initialised features
+    (so the perceptual loss still responds to images) and a classifier of zero-strided
+    zeros (a few bytes on disk). Loading it goes through torchvision's real code path."""
+    import torch
+    from torchvision.models import vgg
+
+    home = tmp_path_factory.mktemp("torch-home")
+    target = home / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    features = vgg.make_layers(vgg.cfgs["D"])
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in vgg.vgg16().state_dict().items()}
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state.update({k: torch.zeros(1).expand(s) for k, s in shapes.items() if k not in state})
+    assert state.keys() == shapes.keys()
+    torch.save(state, target)
+    return home
+
+
+@pytest.fixture
+def vgg_weights(vgg_stand_in, monkeypatch) -> Path:
+    """Point TORCH_HOME at the VGG16 stand-in for this test (training tests use it)."""
+    monkeypatch.setenv("TORCH_HOME", str(vgg_stand_in))
+    return vgg_stand_in

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import HubMixin
+
 
 class ConvNormLReLU(nn.Sequential):
     """Reflection pad -> conv -> GroupNorm(1) -> LeakyReLU(0.2), indexed .0 .. .3."""
@@ -58,8 +60,14 @@ class InvertedResBlock(nn.Module):
 _DOWN = (0, 1, 0, 1)
 
 
-class Generator(nn.Module):
-    """AnimeGANv2 generator: N x 3 x H x W in [-1, 1] (RGB) -> same shape in [-1, 1]."""
+class Generator(nn.Module, HubMixin):
+    """AnimeGANv2 generator: N x 3 x H x W in [-1, 1] (RGB) -> same shape in [-1, 1].
+
+    The Hub mixin adds ``save_pretrained`` / ``from_pretrained`` (config.json +
+    model.safetensors) and no modules: the state_dict keys stay the published ones.
+    """
+
+    architecture = "animeganv2"
 
     def __init__(self) -> None:
         super().__init__()
