@@ -236,9 +236,11 @@ def export(src: str, kind: str, out: str | Path, *, timing: bool = True) -> tupl
 
 def push(out: Path, repo: str) -> str:
     """Upload the folder to a Hub model repo (created if needed); the repo's URL."""
+    import os
+
     from huggingface_hub import HfApi
 
-    api = HfApi()
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     api.create_repo(repo, exist_ok=True)
     api.upload_folder(repo_id=repo, folder_path=str(out), commit_message="animegan export")
     return f"{api.endpoint}/{repo}"
