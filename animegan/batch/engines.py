@@ -71,6 +71,7 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
     workers = min(workers, max(1, len(tasks)))
     todo = iter(tasks)
     context = multiprocessing.get_context("spawn")
+    fruitless = 0  # pools in a row that died before finishing a file
     while True:
         pending: dict[Future, Task] = {}
         lost: list[Task] = []
@@ -93,14 +94,15 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
                     _refill(pool, pending, todo, 2 * workers)
         if not lost:
             return
-        if not finished:
-            raise EngineError("the worker processes died before finishing any file (out of memory?); "
+        fruitless = 0 if finished else fruitless + 1
+        if fruitless >= 3:
+            raise EngineError("the worker processes keep dying before finishing a file (out of memory?); "
                               "try fewer --workers or a smaller --max-side.")
         # A process died (killed for memory?) with these tasks in flight: they are
         # reported failed, the pool is started afresh and the batch goes on.
         for task in [*lost, *pending.values()]:
-            yield failed_row(task, "a worker process died while this file was in flight (out of memory?); "
-                                   "rerun with --retry-failed")
+            yield failed_row(task, options, "a worker process died while this file was in flight (out of "
+                                            "memory?); rerun with --retry-failed to try it again")
 
 
 def _refill(pool: ProcessPoolExecutor, pending: dict[Future, Task], todo: Iterator[Task], limit: int) -> None:
@@ -111,8 +113,9 @@ def _refill(pool: ProcessPoolExecutor, pending: dict[Future, Task], todo: Iterat
         pending[pool.submit(_local_task, task)] = task
 
 
-def failed_row(task: Task, error: str) -> dict:
-    return {**asdict(task), "status": "failed", "error": error, "seconds": 0.0, "backend": None}
+def failed_row(task: Task, options: Options, error: str) -> dict:
+    return {**asdict(task), "status": "failed", "error": error, "options": options.key(), "seconds": 0.0,
+            "backend": None}
 
 
 # -- Ray ------------------------------------------------------------------------------------------
@@ -158,7 +161,9 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
                      configure_logging=True, include_dashboard=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"the Ray cluster at {address}" if address else "a Ray cluster"
-            raise EngineError(f"could not connect to {where}: {exc}") from None
+            raise EngineError(f"could not connect to {where}: {exc}. Is it running (`ray status`)? If it uses "
+                              "token authentication, set RAY_AUTH_MODE=token here, with its token in "
+                              "~/.ray/auth_token or RAY_AUTH_TOKEN.") from None
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress notes would break the bar
         context = ray.data.DataContext.get_current()
