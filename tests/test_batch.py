@@ -71,11 +71,13 @@ def ray_address():
 
     Its workers import this checkout (PYTHONPATH) but do not get ANIMEGAN_WEIGHTS_DIR
     from here: the batch command must send it (runtime_env), as it must to a real cluster.
+    ray.init turns on token authentication (RAY_AUTH_MODE=token), which the commands
+    given the explicit address inherit, as Ray requires.
     """
     import ray
 
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "ANIMEGAN_WEIGHTS_DIR")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "ANIMEGAN_WEIGHTS_DIR", "RAY_AUTH_MODE")}
     os.environ["PYTHONPATH"] = str(ROOT)
     os.environ.pop("ANIMEGAN_WEIGHTS_DIR", None)
     try:
