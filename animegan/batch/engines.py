@@ -15,7 +15,9 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -76,8 +78,9 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
         pending: dict[Future, Task] = {}
         lost: list[Task] = []
         finished = 0
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_local_init,
-                                 initargs=(options, threads)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_local_init, initargs=(options, threads))
+        completed = False
+        try:
             _refill(pool, pending, todo, 2 * workers)
             while pending and not lost:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -92,6 +95,12 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
                     yield row
                 if not lost:
                     _refill(pool, pending, todo, 2 * workers)
+            completed = True
+        finally:
+            if completed:
+                pool.shutdown(wait=True)
+            else:  # stopped (Ctrl-C, an error): do not wait for the files in flight, a clip may take minutes
+                _terminate(pool)
         if not lost:
             return
         fruitless = 0 if finished else fruitless + 1
@@ -106,11 +115,33 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
 
 
 def _refill(pool: ProcessPoolExecutor, pending: dict[Future, Task], todo: Iterator[Task], limit: int) -> None:
-    while len(pending) < limit:
-        task = next(todo, None)
-        if task is None:
-            return
-        pending[pool.submit(_local_task, task)] = task
+    """Queue tasks up to ``limit``. Worker processes start here, on demand; they start with
+    Ctrl-C ignored (an ignored signal stays ignored across exec), so that a Ctrl-C reaches
+    this process only, which then stops them, instead of tracebacks from every worker."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    try:
+        while len(pending) < limit:
+            task = next(todo, None)
+            if task is None:
+                return
+            pending[pool.submit(_local_task, task)] = task
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if stop is not None:
+        stop()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 def failed_row(task: Task, options: Options, error: str) -> dict:
