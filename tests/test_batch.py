@@ -222,6 +222,19 @@ def test_bad_arguments_are_explained(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_workers_share_caps_its_threads(monkeypatch):
+    """ANIMEGAN_THREADS, set by each batch worker, caps the CPUs PyTorch and OpenVINO size themselves to."""
+    from animegan import runtime
+
+    monkeypatch.delenv("ANIMEGAN_THREADS", raising=False)
+    full = runtime.available_cpus()
+    monkeypatch.setenv("ANIMEGAN_THREADS", "1")
+    assert runtime.available_cpus() == 1
+    for value in (str(full + 4), "0", "two"):  # never more than the machine has; nonsense is ignored
+        monkeypatch.setenv("ANIMEGAN_THREADS", value)
+        assert runtime.available_cpus() == full
+
+
 # -- planning ---------------------------------------------------------------------------------------
 def test_plan_never_shares_an_output_or_overwrites_an_input(tmp_path):
     for name in ("a.jpg", "a.png", "b.png", "c_anime.png"):
