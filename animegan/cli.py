@@ -29,6 +29,8 @@ examples:
   animegan --list-styles                   what --style accepts
   animegan clip.mp4 --trim                 a video (mp4 mov webm mkv avi): anime/clip_anime.mp4,
                                            sound kept, cut to --max-seconds if longer
+  animegan batch photos/ anime/            thousands of files, resumable, on all CPUs or a Ray
+                                           cluster (see: animegan batch --help)
 
 Weights are downloaded once from the Hugging Face Hub and cached (HF_HOME). Offline,
 put <style>.pt files in a folder and set ANIMEGAN_WEIGHTS_DIR, or pass --weights FILE.

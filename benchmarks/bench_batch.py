@@ -158,7 +158,11 @@ def main() -> None:
     ray_start = time.perf_counter() - t0
     try:
         address = ray.get_runtime_context().gcs_address
-        wall, _ = run([*py, "batch", str(src), str(work / "ray"), *ms, "--engine", "ray", "--address", address], env)
+        # ray.init turned token authentication on (RAY_AUTH_MODE=token): a client given an
+        # explicit address needs it set too (Ray never sends its token to an address unasked)
+        env_ray = {**env, **{k: v for k, v in os.environ.items() if k.startswith("RAY_")}}
+        wall, _ = run([*py, "batch", str(src), str(work / "ray"), *ms, "--engine", "ray", "--address", address],
+                      env_ray)
     finally:
         ray.shutdown()
         if saved is None:

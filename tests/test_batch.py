@@ -71,11 +71,13 @@ def ray_address():
 
     Its workers import this checkout (PYTHONPATH) but do not get ANIMEGAN_WEIGHTS_DIR
     from here: the batch command must send it (runtime_env), as it must to a real cluster.
+    ray.init turns on token authentication (RAY_AUTH_MODE=token), which the commands
+    given the explicit address inherit, as Ray requires.
     """
     import ray
 
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "ANIMEGAN_WEIGHTS_DIR")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "ANIMEGAN_WEIGHTS_DIR", "RAY_AUTH_MODE")}
     os.environ["PYTHONPATH"] = str(ROOT)
     os.environ.pop("ANIMEGAN_WEIGHTS_DIR", None)
     try:
@@ -218,6 +220,19 @@ def test_bad_arguments_are_explained(tmp_path, capsys):
     assert main(["batch", str(tmp_path), str(tmp_path / "out"), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_workers_share_caps_its_threads(monkeypatch):
+    """ANIMEGAN_THREADS, set by each batch worker, caps the CPUs PyTorch and OpenVINO size themselves to."""
+    from animegan import runtime
+
+    monkeypatch.delenv("ANIMEGAN_THREADS", raising=False)
+    full = runtime.available_cpus()
+    monkeypatch.setenv("ANIMEGAN_THREADS", "1")
+    assert runtime.available_cpus() == 1
+    for value in (str(full + 4), "0", "two"):  # never more than the machine has; nonsense is ignored
+        monkeypatch.setenv("ANIMEGAN_THREADS", value)
+        assert runtime.available_cpus() == full
 
 
 # -- planning ---------------------------------------------------------------------------------------

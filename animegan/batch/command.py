@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
     stopped = None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit=unit, disable=not todo, smoothing=0.1, dynamic_ncols=True)
+    rows = iter(())
     try:
         if not todo:
-            rows = iter(())
+            pass
         elif args.engine == "ray":
             rows = run_ray(options, todo, args.workers, args.threads, args.address)
         else:
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:
+        if hasattr(rows, "close"):
+            rows.close()  # stop the engine now: its pool or Ray connection
         bar.close()
         manifest.close()
     seconds = time.perf_counter() - start
@@ -169,7 +172,7 @@ def _prepare_local(options: Options, args: argparse.Namespace) -> str | None:
         path = stylizer.weights_path(options.style)
         workers, _ = split_cpus(args.workers, args.threads, available_cpus())
         if (options.backend or stylizer.settings.backend) == "auto" and workers > 1:
-            _say("preparing the fastest backend once for all workers (cached for next time)")
+            _say("getting the fastest backend ready once for all workers (built on first use, then cached)")
             make_backend(load_generator(path), "auto", stylizer.settings, background=False)
     except (WeightsError, ValueError, OSError) as exc:
         return str(exc)

@@ -15,7 +15,9 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -71,12 +73,14 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
     workers = min(workers, max(1, len(tasks)))
     todo = iter(tasks)
     context = multiprocessing.get_context("spawn")
+    fruitless = 0  # pools in a row that died before finishing a file
     while True:
         pending: dict[Future, Task] = {}
         lost: list[Task] = []
         finished = 0
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_local_init,
-                                 initargs=(options, threads)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_local_init, initargs=(options, threads))
+        completed = False
+        try:
             _refill(pool, pending, todo, 2 * workers)
             while pending and not lost:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -91,28 +95,58 @@ def run_local(options: Options, tasks: list[Task], workers: int | None = None,
                     yield row
                 if not lost:
                     _refill(pool, pending, todo, 2 * workers)
+            completed = True
+        finally:
+            if completed:
+                pool.shutdown(wait=True)
+            else:  # stopped (Ctrl-C, an error): do not wait for the files in flight, a clip may take minutes
+                _terminate(pool)
         if not lost:
             return
-        if not finished:
-            raise EngineError("the worker processes died before finishing any file (out of memory?); "
+        fruitless = 0 if finished else fruitless + 1
+        if fruitless >= 3:
+            raise EngineError("the worker processes keep dying before finishing a file (out of memory?); "
                               "try fewer --workers or a smaller --max-side.")
         # A process died (killed for memory?) with these tasks in flight: they are
         # reported failed, the pool is started afresh and the batch goes on.
         for task in [*lost, *pending.values()]:
-            yield failed_row(task, "a worker process died while this file was in flight (out of memory?); "
-                                   "rerun with --retry-failed")
+            yield failed_row(task, options, "a worker process died while this file was in flight (out of "
+                                            "memory?); rerun with --retry-failed to try it again")
 
 
 def _refill(pool: ProcessPoolExecutor, pending: dict[Future, Task], todo: Iterator[Task], limit: int) -> None:
-    while len(pending) < limit:
-        task = next(todo, None)
-        if task is None:
-            return
-        pending[pool.submit(_local_task, task)] = task
+    """Queue tasks up to ``limit``. Worker processes start here, on demand; they start with
+    Ctrl-C ignored (an ignored signal stays ignored across exec), so that a Ctrl-C reaches
+    this process only, which then stops them, instead of tracebacks from every worker."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    try:
+        while len(pending) < limit:
+            task = next(todo, None)
+            if task is None:
+                return
+            pending[pool.submit(_local_task, task)] = task
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
-def failed_row(task: Task, error: str) -> dict:
-    return {**asdict(task), "status": "failed", "error": error, "seconds": 0.0, "backend": None}
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if stop is not None:
+        stop()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+def failed_row(task: Task, options: Options, error: str) -> dict:
+    return {**asdict(task), "status": "failed", "error": error, "options": options.key(), "seconds": 0.0,
+            "backend": None}
 
 
 # -- Ray ------------------------------------------------------------------------------------------
@@ -158,7 +192,9 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
                      configure_logging=True, include_dashboard=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"the Ray cluster at {address}" if address else "a Ray cluster"
-            raise EngineError(f"could not connect to {where}: {exc}") from None
+            raise EngineError(f"could not connect to {where}: {exc}. Is it running (`ray status`)? If it uses "
+                              "token authentication, set RAY_AUTH_MODE=token here, with its token in "
+                              "~/.ray/auth_token or RAY_AUTH_TOKEN.") from None
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress notes would break the bar
         context = ray.data.DataContext.get_current()
