@@ -223,16 +223,27 @@ def test_bad_arguments_are_explained(tmp_path, capsys):
 
 
 def test_a_workers_share_caps_its_threads(monkeypatch):
-    """ANIMEGAN_THREADS, set by each batch worker, caps the CPUs PyTorch and OpenVINO size themselves to."""
-    from animegan import runtime
+    """ANIMEGAN_THREADS, set by each batch worker, caps the threads PyTorch and OpenVINO use."""
+    import pytest
+    import torch
+    from conftest import PROXY_WEIGHTS
 
+    from animegan import backends, host, load_generator
+    from animegan.settings import Settings
+
+    model = load_generator(PROXY_WEIGHTS)
     monkeypatch.delenv("ANIMEGAN_THREADS", raising=False)
-    full = runtime.available_cpus()
+    full = host.available_cpus()
     monkeypatch.setenv("ANIMEGAN_THREADS", "1")
-    assert runtime.available_cpus() == 1
-    for value in (str(full + 4), "0", "two"):  # never more than the machine has; nonsense is ignored
+    backends.make_backend(model, "torch-fp32", Settings.from_env())
+    assert torch.get_num_threads() == 1
+    for value in (str(full + 4), "0"):  # never more than the machine has
         monkeypatch.setenv("ANIMEGAN_THREADS", value)
-        assert runtime.available_cpus() == full
+        backends.make_backend(model, "torch-fp32", Settings.from_env())
+        assert torch.get_num_threads() == full
+    monkeypatch.setenv("ANIMEGAN_THREADS", "two")
+    with pytest.raises(ValueError, match="ANIMEGAN_THREADS='two' is not a whole number"):
+        Settings.from_env()
 
 
 # -- planning ---------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def make_backend(model: nn.Module, name: str | None = None, settings: Settings |
     """
     settings = settings or Settings.from_env()
     name = name or settings.backend or "auto"
-    host.configure_threads(settings.threads or None)
+    host.configure_threads(min(settings.threads, host.available_cpus()) if settings.threads > 0 else None)
     if name == "auto":
         from .auto import AutoBackend
 
