@@ -58,7 +58,7 @@ class Settings:
     live_time_limit: float = 60.0
     video_max_seconds: float = 30.0
     startup_timeout: float = 60.0
-    hub_cache: Path | None = None  # huggingface_hub's cache folder (None: its own default)
+    hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,10 +107,13 @@ def _replace(settings: Settings, **changes: object) -> Settings:
     return replace(settings, **changes)
 
 
-def _hub_cache(env: Mapping[str, str]) -> Path | None:
-    """huggingface_hub's cache folder as its documented variables set it."""
+def _hub_cache(env: Mapping[str, str]) -> Path:
+    """huggingface_hub's cache folder as its documented variables set it (HF_HUB_CACHE,
+    else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub),
+    read now: huggingface_hub itself reads them once, when it is first imported."""
     if env.get("HF_HUB_CACHE"):
-        return Path(env["HF_HUB_CACHE"])
+        return Path(env["HF_HUB_CACHE"]).expanduser()
     if env.get("HF_HOME"):
-        return Path(env["HF_HOME"]) / "hub"
-    return None
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    xdg = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
