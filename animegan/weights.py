@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from .models import Generator
+from .models.onnx import OnnxGenerator, OnnxModelError
 from .settings import Settings
 from .styles import Style, get_style
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
-_SUFFIXES = (".safetensors", ".pt", ".pth")
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 
 
 class WeightsError(RuntimeError):
@@ -187,3 +188,15 @@ def load_generator(path: str | Path) -> Generator:
     model = Generator()
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def load_model(path: str | Path, style: str | Style) -> Generator | OnnxGenerator:
+    """What a backend is made from: an ONNX file (``.onnx``) as an :class:`OnnxGenerator`
+    fed as the style says (value range, size multiple, layout), else PyTorch weights."""
+    style = get_style(style) if isinstance(style, str) else style
+    if Path(path).suffix.lower() != ".onnx":
+        return load_generator(path)
+    try:
+        return OnnxGenerator.load(path, value_range=style.value_range, multiple=style.multiple, layout=style.layout)
+    except OnnxModelError as exc:
+        raise WeightsError(f"Style {style.name!r}: {exc}") from None
