@@ -57,6 +57,7 @@ class Thumbnails:
         self.done = threading.Event()
         self._thread: threading.Thread | None = None
         self._plain: Path | None = None
+        self._images: dict[Path, Image.Image] = {}
 
     def plain(self) -> Path:
         """The photo itself at thumbnail size (the placeholder while a style has none)."""
@@ -109,6 +110,18 @@ class Thumbnails:
 
         self._thread = threading.Thread(target=work, name="animegan-thumbnails", daemon=True)
         self._thread.start()
+
+    def image(self, path: Path) -> Image.Image:
+        """A thumbnail read into memory (kept: they are small, and read on every page load)."""
+        if path not in self._images:
+            with Image.open(path) as img:
+                self._images[path] = img.convert("RGB")
+        return self._images[path]
+
+    @property
+    def running(self) -> bool:
+        """Started and not finished yet."""
+        return self._thread is not None and not self.done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)

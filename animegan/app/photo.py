@@ -173,19 +173,24 @@ class App:
         name = style if isinstance(style, str) and style in self.styles else self.default_style()
         return licence_markdown(name) if name in self.styles else ""
 
-    def gallery(self) -> list[tuple[str, str]]:
+    def gallery(self) -> list[tuple[Image.Image, str]]:
         """(image, caption) per offered style, in the picker's order: its thumbnail, or the
-        plain photo while it is being made (or when the style is unavailable)."""
+        plain photo while it is being made (or when the style is unavailable). Images, not
+        paths: Gradio only serves files from its own folders, and the cache may be elsewhere."""
         try:
-            plain = str(self.thumbnails.plain())
+            plain = self.thumbnails.image(self.thumbnails.plain())
         except Exception as exc:  # no example photo: no gallery
             log.warning("no style gallery: %s", exc)
             return []
         out = []
         for name, style in self.styles.items():
             made = self.thumbnails.made.get(name)
-            caption = style.title + ("" if self.available(name) else " (unavailable)")
-            out.append((str(made) if made else plain, caption))
+            caption = style.title
+            if not self.available(name):
+                caption += " (unavailable)"
+            elif made is None and self.thumbnails.running:
+                caption += " (preparing)"
+            out.append((self.thumbnails.image(made) if made else plain, caption))
         return out
 
     def pick_from_gallery(self, evt: gr.SelectData) -> tuple[Any, str]:
@@ -285,7 +290,7 @@ def photo_tab(app: App) -> dict[str, Any]:
                 elem_id="input-image",
             )
             c["gallery"] = gr.Gallery(app.gallery(), label="What each style does (click one to pick it)",
-                                      columns=4, height="auto", object_fit="cover", allow_preview=False,
+                                      columns=4, rows=2, height=300, object_fit="cover", allow_preview=False,
                                       buttons=[], interactive=False, elem_id="style-gallery")
             c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
                                   elem_id="style-picker")
