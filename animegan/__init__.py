@@ -2,7 +2,7 @@
 
 from .images import ImageError
 from .models import Generator
-from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
+from .styles import DEFAULT_STYLE, STYLES, Licence, Style, get_style, licence_card, model_card, register_style
 from .stylizer import Result, Stylizer, stylize
 from .weights import WeightsError
 
@@ -11,11 +11,14 @@ __all__ = [
     "STYLES",
     "Generator",
     "ImageError",
+    "Licence",
     "Result",
     "Style",
     "Stylizer",
     "WeightsError",
     "get_style",
+    "licence_card",
+    "model_card",
     "register_style",
     "stylize",
 ]

@@ -187,7 +187,8 @@ class Stylizer:
             out = self.run_array(style, source)
         else:
             out, faces, notes, shown = self._stylize_faces(style, source, mode, report, face_style)
-        notes = notes + [licence_line(name) for name in dict.fromkeys((style, face_style))]
+        used = (style, face_style) if faces else (style,)  # no face found: the face style did nothing
+        notes = notes + [licence_line(name) for name in dict.fromkeys(used)]
         if side_by_side:
             out = _side_by_side(images.resize(shown, out.size), out)
         elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
