@@ -2,7 +2,7 @@
 
 from .images import ImageError
 from .models import Generator, LiteGenerator
-from .styles import DEFAULT_STYLE, STYLES, Style, get_style, register_style
+from .styles import DEFAULT_STYLE, STYLES, Licence, Style, get_style, licence_card, model_card, register_style
 from .stylizer import Result, Stylizer, stylize
 from .weights import WeightsError, load_generator
 
@@ -12,11 +12,14 @@ __all__ = [
     "Generator",
     "LiteGenerator",
     "ImageError",
+    "Licence",
     "Result",
     "Style",
     "Stylizer",
     "WeightsError",
     "get_style",
+    "licence_card",
+    "model_card",
     "load_generator",
     "register_style",
     "stylize",

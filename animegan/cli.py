@@ -12,7 +12,7 @@ from tqdm import tqdm
 from . import policy, video
 from .errors import user_message
 from .settings import Settings
-from .styles import DEFAULT_STYLE, STYLES
+from .styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, licence_card, visible_styles
 from .stylizer import Stylizer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -25,8 +25,10 @@ examples:
   animegan "shots/*.png" --style paprika   quote globs so animegan expands them
   animegan me.jpg --face-crop portrait     a 512 x 512 portrait of the largest face
   animegan group.jpg --face-crop paste     every face redone with the face model, blended back
+  animegan trip.jpg -s shinkai --face-crop paste --face-style face_paint_512_v2
+                                           a Shinkai scene with Face Paint faces
   animegan me.jpg --side-by-side           the photo and its anime version together
-  animegan --list-styles                   what --style accepts
+  animegan --list-styles                   what --style accepts, with each style's licence card
   animegan clip.mp4 --trim                 a video (mp4 mov webm mkv avi): anime/clip_anime.mp4,
                                            sound kept, cut to --max-seconds if longer
   animegan batch photos/ anime/            thousands of files, resumable, on all CPUs or a Ray
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-crop", choices=["off", "portrait", "paste"], default="off",
                    help="portrait: a square crop of the largest face; paste: stylize each face "
                         "with the face model and blend it back into the whole picture")
+    p.add_argument("--face-style", metavar="STYLE", choices=sorted(STYLES), default=None,
+                   help="with --face-crop paste: redo each face in this style (the photo stays in --style)")
     p.add_argument("--side-by-side", action="store_true", help="save the photo and the result side by side")
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
     p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
@@ -138,12 +142,28 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] in SUBCOMMANDS:
             return train_main(argv)
     args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"animegan: {exc}", file=sys.stderr)
+        return 1
+    shown = visible_styles(settings.hide_noncommercial)
     if args.list_styles:
-        for s in STYLES.values():
-            print(f"{s.name:20} {s.title} ({s.size} px): {s.description}")
+        for s in shown.values():
+            kind = "ONNX" if s.is_onnx else "PyTorch"
+            print(f"{s.name:20} {s.title} ({'faces' if s.is_face_model else 'scenes'}, {s.size} px, {kind}): "
+                  f"{s.description}")
+            print("  " + licence_card(s).replace("\n", "\n  "))
             if args.verbose:
-                print(f"{'':20} {style_cost(s.name)}")
+                print(f"  {style_cost(s.name)}")
+        if len(shown) < len(STYLES):
+            print(f"({len(STYLES) - len(shown)} non-commercial style(s) hidden by ANIMEGAN_HIDE_NONCOMMERCIAL)")
         return 0
+    hidden = [n for n in (args.style, args.face_style) if n and n not in shown]
+    if hidden:
+        print(f"animegan: style {hidden[0]!r} is for non-commercial use only and hidden here "
+              f"(ANIMEGAN_HIDE_NONCOMMERCIAL is set). Choose one of: {', '.join(shown)}.", file=sys.stderr)
+        return 2
     if not args.inputs:
         build_parser().print_usage(sys.stderr)
         print("animegan: error: give at least one photo, folder or glob (see --help)", file=sys.stderr)
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     files = collect(args.inputs)
     out_dir = Path(args.output)
     try:
-        stylizer = Stylizer(args.style, settings=Settings.from_env(), backend=args.backend,
+        stylizer = Stylizer(args.style, settings=settings, backend=args.backend,
                             max_side=args.max_side or None, weights_file=args.weights)
         backend = stylizer.backend()
     except Exception as exc:
@@ -165,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
               + (" (building a faster one in the background)" if backend.upgrading else "")
               + f", {len(files)} file(s)", file=sys.stderr)
 
+    for name in dict.fromkeys(n for n in (args.style, args.face_style if args.face_crop == "paste" else None) if n):
+        print("weights' terms: " + licence_card(name).replace("\n", "\n  "), file=sys.stderr)
+
     clips = [(source, rel) for source, rel in files if video.is_video_path(source)]
     files = [(source, rel) for source, rel in files if not video.is_video_path(source)]
     failed = sum(run_video(stylizer, source, rel, out_dir, args) for source, rel in clips)
@@ -172,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for source, rel in bar:
         bar.set_postfix_str(source.name)
         try:
-            result = stylizer.run(source, face_crop=args.face_crop, keep_size=args.keep_size,
-                                  side_by_side=args.side_by_side)
+            result = stylizer.run(source, face_crop=args.face_crop, face_style=args.face_style,
+                                  keep_size=args.keep_size, side_by_side=args.side_by_side)
             target = output_path(out_dir, rel, args.suffix, args.format, source)
             save(result.image, target, args.format)
         except Exception as exc:
@@ -183,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
             continue
         for note in result.notes:
-            tqdm.write(f"{source}: {note}", file=sys.stderr)
+            if not note.startswith(LICENCE_NOTE):  # the terms were printed once above
+                tqdm.write(f"{source}: {note}", file=sys.stderr)
         if args.verbose:
             tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
     total = len(files) + len(clips)

@@ -24,6 +24,8 @@ variable                       default     what it sets
 ``ANIMEGAN_LIVE_TIME_LIMIT``   ``60``      app: seconds per start of the live webcam
 ``ANIMEGAN_VIDEO_MAX_SECONDS`` ``30``      app: the longest clip accepted
 ``ANIMEGAN_STARTUP_TIMEOUT``   ``60``      app: seconds to look for weights at start
+``ANIMEGAN_HIDE_NONCOMMERCIAL`` ``0``      ``1`` hides styles whose weights are for
+                                           non-commercial use only (app and command line)
 =============================  ==========  ===================================================
 
 The Hugging Face cache is huggingface_hub's own (``HF_HOME`` / ``HF_HUB_CACHE``); it is
@@ -58,6 +60,7 @@ class Settings:
     live_time_limit: float = 60.0
     video_max_seconds: float = 30.0
     startup_timeout: float = 60.0
+    hide_noncommercial: bool = False
     hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)
 
     @classmethod

@@ -10,6 +10,32 @@ _CREDIT = (
     "AnimeGANv2 by Xin Chen, Gang Liu and Gang Chen; PyTorch port and face_paint/celeba "
     "weights by bryandlee (animegan2-pytorch, MIT licence)."
 )
+_TF_TERMS = ("non-commercial use only, by the author's terms for the AnimeGANv2/v3 weights; "
+             "commercial use needs the author's permission")
+_UNSTATED = ("not stated: animegan2-pytorch is MIT for its code but grants no licence of its "
+             "own for these weights, and its Hub copy states none")
+
+
+@dataclass(frozen=True)
+class Licence:
+    """Who trained a style's weights, where they came from, and their terms as the authors state them."""
+
+    trained_by: str
+    origin: str
+    terms: str
+    commercial: bool | None = None  # True: allowed; False: non-commercial only; None: not stated
+
+    @property
+    def noncommercial(self) -> bool:
+        return self.commercial is False
+
+    @property
+    def verdict(self) -> str:
+        return {True: "commercial use allowed", False: "non-commercial use only",
+                None: "terms not stated"}[self.commercial]
+
+
+UNKNOWN_LICENCE = Licence("unknown", "provided by the user", "not stated (user-provided weights)")
 
 
 @dataclass(frozen=True)
@@ -32,6 +58,21 @@ class Style:
     url: str | None = None
     path: Path | None = None
     is_face_model: bool = True
+    licence: Licence = UNKNOWN_LICENCE
+    # ONNX files: the value range the graph wants ([-1, 1] for the AnimeGAN exports), the
+    # multiple its height and width must be (edge-padded up to it, cropped back after) and
+    # its layout (None: read from the graph's input). PyTorch weights ignore them.
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    multiple: int = 1
+    layout: str | None = None
+    # False: the Space does not bake these weights into its image (no commit could be
+    # pinned); they are downloaded on first use, and scripts/build_space.py says so.
+    preload: bool = True
+
+    @property
+    def is_onnx(self) -> bool:
+        name = str(self.path or self.filename or self.url or "")
+        return name.lower().endswith(".onnx")
 
     @property
     def source(self) -> str:
@@ -43,6 +84,26 @@ class Style:
 
 
 DEFAULT_STYLE = "face_paint_512_v2"
+
+_BRYANDLEE = Licence(
+    trained_by="bryandlee (animegan2-pytorch)",
+    origin="github.com/bryandlee/animegan2-pytorch",
+    terms=_UNSTATED,
+)
+
+
+def _tf_licence(release: str, copy: str) -> Licence:
+    return Licence(
+        trained_by=f"Xin Chen (TachibanaYoshino), {release} (TensorFlow)",
+        origin=copy,
+        terms=_TF_TERMS,
+        commercial=False,
+    )
+
+
+def _onnx_copy(repo_id: str, filename: str, release: str) -> str:
+    return f"the ONNX export of the {release} release, community copy on the Hugging Face Hub: {repo_id}/{filename}"
+
 
 STYLES: dict[str, Style] = {
     s.name: s
@@ -59,6 +120,8 @@ STYLES: dict[str, Style] = {
             # the only full commit id of this repo holding the file that could be verified offline
             revision="66a001cd89dc6545837c86757c776543c21f91b4",
             url=_GITHUB + "face_paint_512_v2.pt",
+            licence=Licence(_BRYANDLEE.trained_by, "github.com/bryandlee/animegan2-pytorch; Hub copy "
+                            "akhaliq/AnimeGANv2-pytorch", _UNSTATED),
         ),
         Style(
             name="face_paint_512_v1",
@@ -67,6 +130,7 @@ STYLES: dict[str, Style] = {
             size=512,
             credit=_CREDIT,
             url=_GITHUB + "face_paint_512_v1.pt",
+            licence=_BRYANDLEE,
         ),
         Style(
             name="celeba_distill",
@@ -75,6 +139,8 @@ STYLES: dict[str, Style] = {
             size=256,
             credit=_CREDIT,
             url=_GITHUB + "celeba_distill.pt",
+            licence=Licence("bryandlee (animegan2-pytorch), distilled from a webtoon face model",
+                            _BRYANDLEE.origin, _UNSTATED),
         ),
         Style(
             name="paprika",
@@ -84,6 +150,68 @@ STYLES: dict[str, Style] = {
             credit="AnimeGANv2 'Paprika' by Xin Chen et al., converted to PyTorch by bryandlee (MIT).",
             url=_GITHUB + "paprika.pt",
             is_face_model=False,
+            licence=_tf_licence("AnimeGANv2", "converted to PyTorch by bryandlee (github.com/bryandlee/"
+                                "animegan2-pytorch)"),
+        ),
+        # The ONNX exports of the TensorFlow releases (NHWC, RGB in [-1, 1]; the authors'
+        # ONNX scripts take multiples of 32 for v2 and of 8 for v3). No commit of these
+        # repos could be verified offline, so they are not pinned and the Space does not
+        # preload them (preload=False): they download on first use; absent files make the
+        # style "unavailable" on the page.
+        Style(
+            name="shinkai",
+            title="Shinkai",
+            description="Scenes with bright skies and crisp light, after Makoto Shinkai's films.",
+            size=256,
+            credit="AnimeGANv2 'Shinkai' by Xin Chen et al. (TensorFlow); ONNX copy by vumichien.",
+            repo_id="vumichien/AnimeGANv2_Shinkai",
+            filename="AnimeGANv2_Shinkai.onnx",
+            multiple=32,
+            is_face_model=False,
+            preload=False,
+            licence=_tf_licence("AnimeGANv2", _onnx_copy("vumichien/AnimeGANv2_Shinkai",
+                                                         "AnimeGANv2_Shinkai.onnx", "AnimeGANv2")),
+        ),
+        Style(
+            name="hayao",
+            title="Hayao",
+            description="Soft, painted scenes after Hayao Miyazaki's films.",
+            size=256,
+            credit="AnimeGANv2 'Hayao' by Xin Chen et al. (TensorFlow); ONNX copy by vumichien.",
+            repo_id="vumichien/AnimeGANv2_Hayao",
+            filename="AnimeGANv2_Hayao.onnx",  # reported, not seen
+            multiple=32,
+            is_face_model=False,
+            preload=False,
+            licence=_tf_licence("AnimeGANv2", _onnx_copy("vumichien/AnimeGANv2_Hayao",
+                                                         "AnimeGANv2_Hayao.onnx", "AnimeGANv2")),
+        ),
+        Style(
+            name="paprika_onnx",
+            title="Paprika (TF export)",
+            description="The Paprika weights as the original TensorFlow release exported them.",
+            size=256,
+            credit="AnimeGANv2 'Paprika' by Xin Chen et al. (TensorFlow); ONNX copy by vumichien.",
+            repo_id="vumichien/AnimeGANv2_Paprika",
+            filename="AnimeGANv2_Paprika.onnx",  # reported, not seen
+            multiple=32,
+            is_face_model=False,
+            preload=False,
+            licence=_tf_licence("AnimeGANv2", _onnx_copy("vumichien/AnimeGANv2_Paprika",
+                                                         "AnimeGANv2_Paprika.onnx", "AnimeGANv2")),
+        ),
+        Style(
+            name="portrait_sketch",
+            title="Portrait Sketch",
+            description="Pencil-sketch portraits (AnimeGANv3); best with a face crop.",
+            size=512,
+            credit="AnimeGANv3 'PortraitSketch' by Xin Chen (TensorFlow); ONNX copy by vumichien.",
+            repo_id="vumichien/AnimeGANv3_PortraitSketch",
+            filename="AnimeGANv3_PortraitSketch.onnx",
+            multiple=8,
+            preload=False,
+            licence=_tf_licence("AnimeGANv3", _onnx_copy("vumichien/AnimeGANv3_PortraitSketch",
+                                                         "AnimeGANv3_PortraitSketch.onnx", "AnimeGANv3")),
         ),
     )
 }
@@ -95,6 +223,66 @@ def get_style(name: str) -> Style:
     except KeyError:
         known = ", ".join(STYLES)
         raise ValueError(f"Unknown style {name!r}. Known styles: {known}.") from None
+
+
+def visible_styles(hide_noncommercial: bool = False) -> dict[str, Style]:
+    """The registry as a deployer shows it: without non-commercial styles when asked
+    (``Settings.hide_noncommercial``, ANIMEGAN_HIDE_NONCOMMERCIAL)."""
+    return {n: s for n, s in STYLES.items() if not (hide_noncommercial and s.licence.noncommercial)}
+
+
+def licence_card(style: str | Style) -> str:
+    """The style's licence card as plain text (the command line, notes, logs)."""
+    s = get_style(style) if isinstance(style, str) else style
+    lic = s.licence
+    return (f"{s.title} ({s.name}): {lic.verdict}.\n"
+            f"  trained by: {lic.trained_by}\n"
+            f"  weights from: {lic.origin}\n"
+            f"  terms: {lic.terms}")
+
+
+def licence_line(style: str | Style) -> str:
+    """One line for a result's notes."""
+    s = get_style(style) if isinstance(style, str) else style
+    return f"{LICENCE_NOTE}{s.title} weights by {s.licence.trained_by}: {s.licence.verdict}."
+
+
+def licence_markdown(style: str | Style) -> str:
+    """The licence card for the page (Markdown)."""
+    s = get_style(style) if isinstance(style, str) else style
+    lic = s.licence
+    mark = {True: "✅", False: "⚠️", None: "ℹ️"}[lic.commercial]
+    return (f"{mark} **{s.title}: {lic.verdict}.** Trained by {lic.trained_by}; weights from {lic.origin}. "
+            f"Terms: {lic.terms}.")
+
+
+def model_card(style: str | Style) -> str:
+    """A model card (Markdown) for anything exported from a style: what it is, who made
+    it, where it came from and the weights' terms."""
+    s = get_style(style) if isinstance(style, str) else style
+    lic = s.licence
+    kind = "scenes" if not s.is_face_model else "faces"
+    return "\n".join([
+        f"# {s.title} (`{s.name}`)",
+        "",
+        s.description,
+        "",
+        f"- made for: {kind}; trained at {s.size} px" + (f"; ONNX, H and W padded to multiples of {s.multiple}"
+                                                         if s.is_onnx and s.multiple > 1 else ""),
+        f"- source: {s.source}" + (f" @ {s.revision}" if s.revision else ""),
+        f"- credit: {s.credit}",
+        "",
+        "## Licence of the weights",
+        "",
+        f"- trained by: {lic.trained_by}",
+        f"- weights from: {lic.origin}",
+        f"- terms: {lic.terms}",
+        f"- commercial use: {lic.verdict}",
+        "",
+    ])
+
+
+LICENCE_NOTE = "Licence: "  # the prefix of the licence line in a Result's notes
 
 
 def register_style(
@@ -110,10 +298,16 @@ def register_style(
     size: int = 512,
     credit: str = "User-provided weights.",
     is_face_model: bool = True,
+    licence: Licence = UNKNOWN_LICENCE,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    multiple: int = 1,
+    layout: str | None = None,
 ) -> Style:
     """Add (or replace) a style: a Hub repo id + filename (a weights file), a Hub repo id
     alone (a model repo: config.json + model.safetensors, as ``save_pretrained`` and
-    ``animegan distill`` write them), a URL, or a local path (a weights file or a model folder)."""
+    ``animegan distill`` write them), a URL, or a local path (a weights file or a model
+    folder). A file ending in ``.onnx`` is an ONNX generator: give its ``value_range`` and
+    the ``multiple`` its height and width must be (the layout is read from the graph unless given)."""
     if not (path or url or repo_id):
         raise ValueError("A style needs a local path, a URL, or a Hub repo_id (and filename for a weights file).")
     style = Style(
@@ -128,6 +322,10 @@ def register_style(
         url=url,
         path=Path(path) if path else None,
         is_face_model=is_face_model,
+        licence=licence,
+        value_range=value_range,
+        multiple=multiple,
+        layout=layout,
     )
     STYLES[name] = style
     return style

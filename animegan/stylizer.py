@@ -28,8 +28,7 @@ from .backends import Backend, make_backend
 from .host import INFERENCE_LOCK
 from .policy import FaceMode
 from .settings import Settings
-from .styles import DEFAULT_STYLE, Style, get_style
-from .weights import load_generator
+from .styles import DEFAULT_STYLE, get_style, licence_line
 
 ProgressFn = Callable[[float, str], None]
 NO_FACE_NOTE = "No face found; stylized the whole photo."
@@ -122,7 +121,7 @@ class Stylizer:
         style = style or self.style
         with self._load_lock:
             if style not in self._backends:
-                model = load_generator(self.weights_path(style))
+                model = weights.load_model(self.weights_path(style), get_style(style))
                 self._backends[style] = make_backend(model, self.backend_name, self.settings)
             return self._backends[style]
 
@@ -150,21 +149,30 @@ class Stylizer:
         style: str | None = None,
         *,
         face_crop: FaceMode | bool | None = None,
+        face_style: str | None = None,
         max_side: int | None | bool = True,
         keep_size: bool = False,
         side_by_side: bool = False,
         progress: ProgressFn | None = None,
     ) -> Result:
-        """Stylize ``image`` and say how. ``max_side=True`` means this Stylizer's default."""
+        """Stylize ``image`` and say how. ``max_side=True`` means this Stylizer's default.
+
+        With ``face_crop="paste"``, ``face_style`` names the style each face is redone in
+        (the photo stays in ``style``), e.g. a Shinkai scene with Face Paint faces; it is
+        ignored in the other face modes. The notes end with each style's licence line."""
         style = style or self.style
-        spec: Style = get_style(style)
+        get_style(style)  # a typo fails before any work
+        mode = policy.parse_face_mode(face_crop)
+        face_style = face_style or style
+        get_style(face_style)
+        if mode != "paste":
+            face_style = style
         limit = self.max_side if max_side is True else (max_side or None)
         report = progress or (lambda fraction, text: None)
         start = time.perf_counter()
 
         decoded = images.decode(image, self.max_pixels)
-        mode = policy.parse_face_mode(face_crop)
-        key = _cache_key(decoded, style, mode, limit, keep_size, side_by_side)
+        key = _cache_key(decoded, style, mode, face_style, limit, keep_size, side_by_side)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -173,9 +181,10 @@ class Stylizer:
             return replace(hit, image=hit.image.copy(), seconds=time.perf_counter() - start, cached=True,
                            notes=list(hit.notes))
 
-        if not self.is_loaded(style):
-            report(0.05, f"Loading the {spec.title} weights")
-        self.backend(style)
+        for name in dict.fromkeys((style, face_style)):
+            if not self.is_loaded(name):
+                report(0.05, f"Loading the {get_style(name).title} weights")
+            self.backend(name)
         report(0.2, "Stylizing")
         source = images.resize(decoded.rgb, images.fit_size(decoded.rgb.size, limit))
         faces = None
@@ -184,7 +193,9 @@ class Stylizer:
         if mode == "off":
             out = self.run_array(style, source)
         else:
-            out, faces, notes, shown = self._stylize_faces(style, source, mode, report)
+            out, faces, notes, shown = self._stylize_faces(style, source, mode, report, face_style)
+        used = (style, face_style) if faces else (style,)  # no face found: the face style did nothing
+        notes = notes + [licence_line(name) for name in dict.fromkeys(used)]
         if side_by_side:
             out = _side_by_side(images.resize(shown, out.size), out)
         elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
@@ -203,12 +214,14 @@ class Stylizer:
         return replace(result, image=out.copy(), notes=list(notes), upgrading=upgrading)
 
     def _stylize_faces(self, style: str, source: Image.Image, mode: FaceMode, report: ProgressFn,
-                       ) -> tuple[Image.Image, int, list[str], Image.Image]:
+                       face_style: str | None = None) -> tuple[Image.Image, int, list[str], Image.Image]:
         """Face mode ``portrait`` or ``paste`` on ``source`` (RGB): the image, how many
         faces were found, notes for the person, and the picture the network saw (the
         framed face in a portrait, else ``source``). With no face, the whole photo is
-        stylized and a note says so."""
-        size = get_style(style).size
+        stylized and a note says so. ``paste`` redoes each face in ``face_style``
+        (default: ``style``)."""
+        face_style = face_style or style
+        size = get_style(style if mode == "portrait" else face_style).size
         report(0.25, "Finding faces")
         found = self.detect_faces(source)
         if not found:
@@ -225,7 +238,7 @@ class Stylizer:
         for i, face in enumerate(reversed(found)):
             report(0.4 + 0.55 * i / len(found), f"Stylizing face {i + 1} of {len(found)}")
             crop, square = facelib.frame_face(source, face, size)
-            facelib.paste_face(canvas, self.run_array(style, crop), square)
+            facelib.paste_face(canvas, self.run_array(face_style, crop), square)
         out = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
         return out, len(found), [], source
 

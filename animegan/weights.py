@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from .models import Generator
+from .models.onnx import OnnxGenerator, OnnxModelError
 from .models.registry import CONFIG, WEIGHTS, ConfigError, architectures, build, is_model_folder, read_config
 from .settings import Settings
 from .styles import Style, get_style
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
-_SUFFIXES = (".safetensors", ".pt", ".pth")
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -285,3 +286,15 @@ def style_architecture(name: str) -> nn.Module:
                                  local_files_only=_env_flag("HF_HUB_OFFLINE"))
         return build(read_config(Path(config).parent))
     return build({"architecture": "animeganv2"})
+
+
+def load_model(path: str | Path, style: str | Style) -> Generator | OnnxGenerator:
+    """What a backend is made from: an ONNX file (``.onnx``) as an :class:`OnnxGenerator`
+    fed as the style says (value range, size multiple, layout), else PyTorch weights."""
+    style = get_style(style) if isinstance(style, str) else style
+    if Path(path).suffix.lower() != ".onnx":
+        return load_generator(path)
+    try:
+        return OnnxGenerator.load(path, value_range=style.value_range, multiple=style.multiple, layout=style.layout)
+    except OnnxModelError as exc:
+        raise WeightsError(f"Style {style.name!r}: {exc}") from None

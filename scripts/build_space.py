@@ -95,6 +95,10 @@ def hub_preloads(styles: dict) -> list[tuple[str, list[str], str]]:
     for style in styles.values():
         if not (style.repo_id and style.filename):
             continue
+        if not getattr(style, "preload", True):  # the registry says why: no commit could be pinned
+            print(f"build_space: not preloading {style.name} ({style.repo_id}/{style.filename}): the registry "
+                  "marks it preload=False (no pinned commit); the Space downloads it on first use.", file=sys.stderr)
+            continue
         if not (style.revision and _COMMIT.fullmatch(style.revision)):
             unpinned.append(f"{style.name} ({style.repo_id}, revision={style.revision!r})")
             continue

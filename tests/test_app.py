@@ -33,7 +33,9 @@ def stylize(client, path, style="face_paint_512_v2", face_crop="off") -> Image.I
 def test_api_is_named_and_documented(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/stylize"]
-    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "style", "face_crop"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "style", "face_crop", "face_style"]
+    # the fourth is optional, so three-argument calls keep working (test_face_style_is_an_optional_fourth_argument)
+    assert endpoint["parameters"][3]["parameter_has_default"]
     assert len(endpoint["returns"]) == 1
     # the page's own events stay private; the live and video tabs add their named endpoints
     assert sorted(info["named_endpoints"]) == ["/live", "/stylize", "/stylize_frame", "/stylize_video"]
@@ -248,3 +250,18 @@ def test_face_modes_through_the_api(client):
     pasted = stylize(client, photo("coffee.png"), face_crop="paste")  # no face: the whole photo
     assert pasted.size == (512, 341)
     assert np.array_equal(np.asarray(pasted), np.asarray(stylize(client, photo("coffee.png"))))
+
+
+def test_face_style_is_an_optional_fourth_argument(client):
+    """Today's three positional arguments still work; a fourth names the faces' style with paste."""
+    three = stylize(client, photo("astronaut.png"), face_crop="paste")
+    out = client.predict(handle_file(str(photo("astronaut.png"))), "face_paint_512_v2", "paste", "",
+                         api_name="/stylize")
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(three))  # "": the same style
+    out = client.predict(handle_file(str(photo("astronaut.png"))), "face_paint_512_v2", "paste", "celeba_distill",
+                         api_name="/stylize")
+    # the test weights are the same file under every name, but Webtoon frames faces at 256 px
+    assert not np.array_equal(np.asarray(Image.open(out)), np.asarray(three))
+    with pytest.raises(AppError, match="Unknown style 'nope'"):
+        client.predict(handle_file(str(photo("astronaut.png"))), "face_paint_512_v2", "paste", "nope",
+                       api_name="/stylize")

@@ -8,6 +8,8 @@ scripts/test.sh installs it.
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 from app_helpers import (
@@ -121,3 +123,39 @@ def test_bad_file_shows_a_message_and_the_page_keeps_working(app_server, desktop
     upload(page, photo("camera.png"))
     _, status = press_and_wait(page)
     assert "512 x 512" in status, status
+
+
+def test_gallery_licence_card_and_faces_in_picker(app_server, desktop):
+    """The style gallery shows a picture per style, the licence card follows the chosen
+    style, and the "Faces in" picker appears when faces are pasted."""
+    from animegan.styles import STYLES
+
+    page = open_app(desktop, app_server.url)
+    card = page.locator("#licence-card")
+    assert "terms not stated" in card.inner_text()  # the default style, Face Paint v2
+    # thumbnails are made in the background at start: reload until none is "(preparing)"
+    deadline = time.monotonic() + 120
+    while True:
+        srcs = page.eval_on_selector_all("#style-gallery img", "els => els.map(e => e.src)")
+        text = page.locator("#style-gallery").inner_text()
+        if len(srcs) == len(STYLES) and "preparing" not in text:
+            break
+        assert time.monotonic() < deadline, f"gallery never filled: {text}"
+        time.sleep(2)
+        page.reload(wait_until="domcontentloaded")
+        page.wait_for_selector("#run-button", timeout=60_000)
+    # every style has a thumbnail of its own, not the plain photo (the test weights are one
+    # file under every name, so the thumbnails are alike, but none is the photo itself)
+    assert len(set(srcs)) == 1 and "unavailable" not in text
+    made = Path(app_server.env["HF_HOME"], "hub", "animegan-artefacts", "thumbnails")  # the server's cache
+    assert {p.name.split("-")[0] for p in made.glob("*.png")} >= set(STYLES)
+    page.locator("#style-picker label", has_text="Paprika — ").click()
+    page.wait_for_function("() => document.querySelector('#licence-card').innerText.includes('non-commercial')")
+    assert "Paprika: non-commercial use only" in page.locator("#licence-card").inner_text()
+    page.locator("#style-gallery button").nth(list(STYLES).index("celeba_distill")).click()  # a thumbnail picks
+    page.wait_for_function("() => document.querySelector('#licence-card').innerText.includes('Webtoon')")
+    assert page.locator("#style-picker input[value=celeba_distill]").is_checked()
+    assert not page.locator("#face-style").is_visible()
+    page.locator("#face-mode label", has_text="Paste faces back").click()
+    page.locator("#face-style").wait_for(state="visible")
+    shot(page, "desktop-gallery-licence.png")

@@ -121,7 +121,7 @@ def test_front_matter_is_generated_from_the_style_registry(space):
     assert meta["models"] == sorted({s.repo_id for s in hub_styles})
     preloads = [entry.split(" ") for entry in meta["preload_from_hub"]]
     assert all(len(parts) == 3 for parts in preloads)  # repo, files, commit
-    wanted = {(s.repo_id, s.filename, s.revision) for s in hub_styles}
+    wanted = {(s.repo_id, s.filename, s.revision) for s in hub_styles if s.preload}
     have = {(repo, name, rev) for repo, files, rev in preloads for name in files.split(",")}
     assert have == wanted
     assert STYLES[DEFAULT_STYLE].repo_id  # the default style is preloaded
@@ -135,6 +135,23 @@ def test_a_hub_style_without_a_pinned_commit_stops_the_build():
                      filename="x.pt", revision="main")
     with pytest.raises(SystemExit, match="must name the commit"):
         build_space.hub_preloads({"x": unpinned})
+
+
+def test_a_style_marked_preload_false_is_skipped_out_loud(capsys):
+    """A Hub style whose commit could not be pinned is left out of preload_from_hub, and
+    the build says so; without the mark, the same style stops the build."""
+    from dataclasses import replace
+
+    from animegan.styles import Style
+
+    pinned = Style(name="a", title="A", description="", size=512, credit="", repo_id="someone/a",
+                   filename="a.pt", revision="0" * 40)
+    unpinned = Style(name="x", title="X", description="", size=512, credit="", repo_id="someone/x",
+                     filename="x.onnx", revision=None, preload=False)
+    assert build_space.hub_preloads({"a": pinned, "x": unpinned}) == [("someone/a", ["a.pt"], "0" * 40)]
+    assert "not preloading x (someone/x/x.onnx)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="must name the commit"):
+        build_space.hub_preloads({"x": replace(unpinned, preload=True)})
 
 
 def test_preloaded_weights_are_found_in_the_hub_cache_without_the_network(space, tmp_path, monkeypatch):

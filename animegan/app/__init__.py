@@ -12,7 +12,6 @@ from typing import Any
 import gradio as gr
 
 from ..settings import Settings
-from ..styles import STYLES
 from .live_tab import add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
 from .photo import App, photo_tab
@@ -41,18 +40,27 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         gr.Markdown(footer(), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
-        c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"]],
+        c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
                        [c["result"], c["compare"], c["status"]],
                        api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
-        api_trigger.click(app.stylize_api, [c["photo"], c["style"], c["faces"]], [c["result"]], api_name="stylize",
+        api_trigger.click(app.stylize_api, [c["photo"], c["style"], c["faces"], c["face_style"]], [c["result"]],
+                          api_name="stylize",
                           api_description="Photo to anime: the image, a style name "
-                          f"({', '.join(STYLES)}) and a face crop mode (off, portrait, paste). "
+                          f"({', '.join(app.styles)}), a face crop mode (off, portrait, paste) and, optionally, "
+                          "the style faces are redone in with paste (empty: the same style). "
                           f"The result's longest side is at most {settings.default_side} px.",
                           show_progress="hidden", **common)
-        demo.load(app.page_state, None, [notice, c["style"]], api_visibility="private", queue=False)
+        # the licence card follows the picker; the gallery picks a style; "Faces in" shows with paste
+        c["style"].change(app.licence, c["style"], c["licence"], api_visibility="private", queue=False)
+        c["gallery"].select(app.pick_from_gallery, None, [c["style"], c["licence"]], api_visibility="private",
+                            queue=False)
+        c["faces"].change(lambda mode: gr.Dropdown(visible=mode == "paste"), c["faces"], c["face_style"],
+                          api_visibility="private", queue=False)
+        demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"]],
+                  api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     return demo
 

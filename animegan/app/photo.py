@@ -16,9 +16,10 @@ from PIL import Image, ImageOps
 from .. import images, policy
 from ..errors import user_message
 from ..settings import Settings
-from ..styles import DEFAULT_STYLE, STYLES
+from ..styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, Style, licence_markdown, visible_styles
 from ..stylizer import Result, Stylizer
 from ..weights import WEIGHTS_DIR_ENV, WeightsError
+from .gallery import Thumbnails
 from .look import HOW_TO
 
 log = logging.getLogger("animegan.app")
@@ -29,6 +30,8 @@ EXAMPLE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "c
 RETRY_WEIGHTS_AFTER = 120.0  # seconds before a style whose weights failed is fetched again
 
 FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
+THUMBNAIL_PHOTO = "astronaut.png"  # a face and a background: what the gallery shows each style on
+SAME_STYLE = ""  # the "Faces in" picker's value for "the photo's style"
 
 
 def to_gradio_error(exc: BaseException) -> gr.Error:
@@ -41,11 +44,13 @@ def to_gradio_error(exc: BaseException) -> gr.Error:
     return gr.Error(said.text, title=said.title, print_exception=False)
 
 
-def check_style(name: Any) -> str:
+def check_style(name: Any, allowed: dict[str, Style] | None = None, default: str | None = DEFAULT_STYLE) -> str | None:
+    """A style name from a visitor, checked against the styles this app offers."""
+    allowed = STYLES if allowed is None else allowed
     if name in (None, ""):
-        return DEFAULT_STYLE
-    if not isinstance(name, str) or name not in STYLES:
-        raise gr.Error(f"Unknown style {name!r}. Choose one of: {', '.join(STYLES)}.", print_exception=False)
+        return default
+    if not isinstance(name, str) or name not in allowed:
+        raise gr.Error(f"Unknown style {name!r}. Choose one of: {', '.join(allowed)}.", print_exception=False)
     return name
 
 
@@ -85,6 +90,9 @@ class App:
                                              max_side=self.settings.default_side)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
+        # the styles this app offers: all, or without the non-commercial ones (ANIMEGAN_HIDE_NONCOMMERCIAL)
+        self.styles: dict[str, Style] = visible_styles(self.settings.hide_noncommercial)
+        self.thumbnails = Thumbnails(EXAMPLES_DIR / THUMBNAIL_PHOTO, self.settings)
 
     # -- weights at start -----------------------------------------------------------------
     def clamp_side(self, value: Any) -> int:
@@ -99,8 +107,8 @@ class App:
         def fetch(name: str) -> None:
             self.stylizer.weights_path(name)
 
-        pool = ThreadPoolExecutor(max_workers=len(STYLES), thread_name_prefix="weights")
-        futures = {pool.submit(fetch, name): name for name in STYLES}
+        pool = ThreadPoolExecutor(max_workers=len(self.styles), thread_name_prefix="weights")
+        futures = {pool.submit(fetch, name): name for name in self.styles}
         done, pending = wait(futures, timeout=timeout)
         pool.shutdown(wait=False, cancel_futures=True)
         for future in pending:
@@ -109,8 +117,8 @@ class App:
             exc = future.exception()
             if exc is not None:
                 self.unavailable[futures[future]] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        default = DEFAULT_STYLE if DEFAULT_STYLE not in self.unavailable else next(
-            (n for n in STYLES if n not in self.unavailable), None)
+        default = self.default_style() if self.default_style() not in self.unavailable else next(
+            (n for n in self.styles if n not in self.unavailable), None)
         if default is not None:
             try:  # load and run once, so the first person does not pay for it
                 self.stylizer.backend(default)
@@ -120,16 +128,19 @@ class App:
         for name, why in self.unavailable.items():
             self._failed_at[name] = time.monotonic()
             log.warning("style %s is unavailable: %s", name, why)
+        if self.thumbnails.photo.is_file():  # the gallery: made in the background, cached on disk
+            jobs = {n: self.stylizer.weights_path(n) for n in self.styles if n not in self.unavailable}
+            self.thumbnails.start(jobs)
         return dict(self.unavailable)
 
     def available(self, name: str) -> bool:
         return name not in self.unavailable or self.stylizer.is_loaded(name)
 
     def notice(self) -> str:
-        missing = [n for n in STYLES if not self.available(n)]
+        missing = [n for n in self.styles if not self.available(n)]
         if not missing:
             return ""
-        names = ", ".join(f"**{STYLES[n].title}** (`{n}`)" for n in missing)
+        names = ", ".join(f"**{self.styles[n].title}** (`{n}`)" for n in missing)
         return (
             f"⚠️ Weights could not be fetched for: {names}. These styles are unavailable for now "
             "(the Hugging Face Hub may be unreachable). To provide weights, put `<style>.pt` "
@@ -140,7 +151,7 @@ class App:
     def style_choices(self, describe: bool = True) -> list[tuple[str, str]]:
         """(label, name) for each style; ``describe=False`` for the compact dropdowns."""
         choices = []
-        for name, style in STYLES.items():
+        for name, style in self.styles.items():
             label = f"{style.title} — {style.description}" if describe else style.title
             if not self.available(name):
                 label += " (unavailable)"
@@ -148,58 +159,109 @@ class App:
         return choices
 
     def default_style(self) -> str:
-        return next((n for n in STYLES if n == DEFAULT_STYLE and self.available(n)),
-                    next((n for n in STYLES if self.available(n)), DEFAULT_STYLE))
+        return next((n for n in self.styles if n == DEFAULT_STYLE and self.available(n)),
+                    next((n for n in self.styles if self.available(n)), next(iter(self.styles), DEFAULT_STYLE)))
 
-    def page_state(self) -> tuple[Any, Any]:
-        """On each page load: the current notice and style labels (weights may have arrived since)."""
+    def face_style_choices(self) -> list[tuple[str, str]]:
+        """The "Faces in" picker: the photo's own style, or one of the face styles."""
+        return [("Same as the style", SAME_STYLE)] + [
+            (s.title + ("" if self.available(n) else " (unavailable)"), n)
+            for n, s in self.styles.items() if s.is_face_model]
+
+    def licence(self, style: Any) -> str:
+        """The licence card under the picker (Markdown)."""
+        name = style if isinstance(style, str) and style in self.styles else self.default_style()
+        return licence_markdown(name) if name in self.styles else ""
+
+    def gallery(self) -> list[tuple[Image.Image, str]]:
+        """(image, caption) per offered style, in the picker's order: its thumbnail, or the
+        plain photo while it is being made (or when the style is unavailable). Images, not
+        paths: Gradio only serves files from its own folders, and the cache may be elsewhere."""
+        try:
+            plain = self.thumbnails.image(self.thumbnails.plain())
+        except Exception as exc:  # no example photo: no gallery
+            log.warning("no style gallery: %s", exc)
+            return []
+        out = []
+        for name, style in self.styles.items():
+            made = self.thumbnails.made.get(name)
+            caption = style.title
+            if not self.available(name):
+                caption += " (unavailable)"
+            elif made is None and self.thumbnails.running:
+                caption += " (preparing)"
+            out.append((self.thumbnails.image(made) if made else plain, caption))
+        return out
+
+    def pick_from_gallery(self, evt: gr.SelectData) -> tuple[Any, str]:
+        """A click on a thumbnail selects that style."""
+        names = list(self.styles)
+        index = evt.index if isinstance(evt.index, int) else 0
+        name = names[index] if 0 <= index < len(names) else self.default_style()
+        return gr.Radio(value=name), self.licence(name)
+
+    def page_state(self) -> tuple[Any, ...]:
+        """On each page load: the current notice, style labels and gallery (weights and
+        thumbnails may have arrived since)."""
         text = self.notice()
-        return gr.Markdown(text, visible=bool(text)), gr.Radio(choices=self.style_choices())
+        return (gr.Markdown(text, visible=bool(text)), gr.Radio(choices=self.style_choices()),
+                gr.Dropdown(choices=self.face_style_choices()), gr.Gallery(value=self.gallery()))
 
     def _unavailable_error(self, style: str) -> gr.Error:
         return gr.Error(
-            f"The {STYLES[style].title} style is unavailable. {self.unavailable[style]} To provide its weights, "
+            f"The {self.styles[style].title} style is unavailable. {self.unavailable[style]} To provide its weights, "
             f"put {style}.pt (or .safetensors) in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
             title="Weights unavailable", print_exception=False)
 
     # -- one photo ----------------------------------------------------------------------
-    def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None) -> Result:
+    def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None,
+             face_style: Any = None) -> Result:
         src = image_source(payload)
-        style = check_style(style)
+        style = check_style(style, self.styles, self.default_style())
         mode = check_face_mode(face_crop)
+        faces_in = check_style(face_style, self.styles, None) if mode == "paste" else None
         side = self.clamp_side(side)
         report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
         started = time.perf_counter()
-        failed = self._failed_at.get(style)
-        if style in self.unavailable and failed is not None and time.monotonic() - failed < RETRY_WEIGHTS_AFTER:
-            raise self._unavailable_error(style)  # don't make everyone wait for the same timeout again
+        used = list(dict.fromkeys(n for n in (style, faces_in) if n))
+        for name in used:
+            failed = self._failed_at.get(name)
+            if name in self.unavailable and failed is not None and time.monotonic() - failed < RETRY_WEIGHTS_AFTER:
+                raise self._unavailable_error(name)  # don't make everyone wait for the same timeout again
         try:
-            result = self.stylizer.run(src, style, face_crop=mode, max_side=side, progress=report)
+            result = self.stylizer.run(src, style, face_crop=mode, face_style=faces_in, max_side=side,
+                                       progress=report)
         except WeightsError as exc:
-            log.warning("weights for %s: %s", style, exc)
-            self.unavailable[style] = str(exc).splitlines()[0]
-            self._failed_at[style] = time.monotonic()
-            raise self._unavailable_error(style) from None
+            name = next((n for n in used if not self.stylizer.is_loaded(n)), style)
+            log.warning("weights for %s: %s", name, exc)
+            self.unavailable[name] = str(exc).splitlines()[0]
+            self._failed_at[name] = time.monotonic()
+            raise self._unavailable_error(name) from None
         except gr.Error:
             raise
         except Exception as exc:
             raise to_gradio_error(exc) from None
-        self.unavailable.pop(style, None)
+        for name in used:
+            self.unavailable.pop(name, None)
         log.info("%s (%.2f s in the handler)", result.summary(), time.perf_counter() - started)
         return result
 
-    def stylize_api(self, image: Any, style: Any, face_crop: Any,
+    def stylize_api(self, image: Any, style: Any, face_crop: Any, face_style: Any = SAME_STYLE,
                     progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Image.Image:  # noqa: B008
-        """The `/stylize` endpoint: (image, style name, face crop) -> the anime image (PNG)."""
-        return self._run(image, style, face_crop, self.settings.default_side, progress).image
+        """The `/stylize` endpoint: (image, style name, face crop[, faces' style]) -> the anime
+        image (PNG). The fourth argument is optional: three-argument calls work as before."""
+        return self._run(image, style, face_crop, self.settings.default_side, progress, face_style).image
 
-    def stylize_page(self, image: Any, style: Any, face_crop: Any, side: Any,
+    def stylize_page(self, image: Any, style: Any, face_crop: Any, side: Any, face_style: Any = SAME_STYLE,
                      progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
-        """The button: the image, a before/after pair and the status line."""
-        result = self._run(image, style, face_crop, side, progress)
+        """The button: the image, a before/after pair and the status line (with the weights' terms)."""
+        result = self._run(image, style, face_crop, side, progress, face_style)
+        terms = [n.removeprefix(LICENCE_NOTE) for n in result.notes if n.startswith(LICENCE_NOTE)]
         for note in result.notes:
-            gr.Info(note)
-        return result.image, (_before(result), result.image), f"✅ {result.summary()}"
+            if not note.startswith(LICENCE_NOTE):
+                gr.Info(note)
+        status = f"✅ {result.summary()}" + "".join(f"\n\n<small>{t}</small>" for t in terms)
+        return result.image, (_before(result), result.image), status
 
 
 def _before(result: Result) -> Image.Image:
@@ -227,10 +289,17 @@ def photo_tab(app: App) -> dict[str, Any]:
                 height=300,
                 elem_id="input-image",
             )
+            c["gallery"] = gr.Gallery(app.gallery(), label="What each style does (click one to pick it)",
+                                      columns=4, rows=2, height=300, object_fit="cover", allow_preview=False,
+                                      buttons=[], interactive=False, elem_id="style-gallery")
             c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
                                   elem_id="style-picker")
+            c["licence"] = gr.Markdown(app.licence(app.default_style()), elem_id="licence-card")
             c["faces"] = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
                                   label="Faces", elem_id="face-mode")
+            c["face_style"] = gr.Dropdown(app.face_style_choices(), value=SAME_STYLE, label="Faces in",
+                                          info="The photo stays in the style above; each face is redone in this one.",
+                                          visible=False, elem_id="face-style")
             c["side"] = gr.Slider(policy.SIDE_MIN, limit, value=default, step=64, label="Output size (px)",
                                   info=side_help, elem_id="output-size")
             c["run"] = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")

@@ -19,6 +19,13 @@ name                what                                         fidelity vs flo
 
 ``auto`` (the default) is :class:`~animegan.backends.auto.AutoBackend`. Nothing here
 imports OpenVINO until an OpenVINO backend is asked for.
+
+An ONNX style is an :class:`~animegan.models.onnx.OnnxGenerator` (its graph adapted, once,
+to the same convention) and has no PyTorch module: it runs on ``openvino-f32`` (the
+float32 reference for files), ``openvino-bf16``, ``openvino-int8`` (the same int8 pass and
+gate), or ``onnxruntime`` where OpenVINO cannot read it. Asked for a ``torch-*`` backend,
+it gets the OpenVINO float backend of the same precision (``torch-fp32``/``torch-exact``
+-> ``openvino-f32``, ``torch-bf16`` -> ``openvino-bf16``), so one setting serves every style.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from torch import nn
 
 from .. import host
+from ..models.onnx import OnnxGenerator
 from ..settings import Settings
 from .base import Backend, BackendUnavailable, Cancelled
 from .fidelity import MIN_PSNR, calibration_photos, psnr
@@ -44,7 +52,34 @@ def hub_cache(settings: Settings) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _openvino_int8(model: nn.Module, settings: Settings) -> Backend:
+Generator = nn.Module | OnnxGenerator  # what a backend is made from
+
+
+def _openvino(model: Generator, precision: str, settings: Settings) -> Backend:
+    try:
+        from . import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(f"the openvino package is not installed ({exc})") from None
+    return openvino.float_backend(model, precision, no_bf16=settings.no_bf16)
+
+
+def _onnxruntime(model: Generator, settings: Settings) -> Backend:
+    if not isinstance(model, OnnxGenerator):
+        raise BackendUnavailable("onnxruntime runs ONNX styles only; this style is a PyTorch generator")
+    from .onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(model)
+
+
+def _torch(kind: type) -> Callable[..., Backend]:
+    def make(model: Generator, settings: Settings) -> Backend:
+        if isinstance(model, OnnxGenerator):  # no module to run: the OpenVINO float backend of that precision
+            return _openvino(model, "bf16" if kind is TorchBF16Backend else "f32", settings)
+        return kind(model, no_bf16=settings.no_bf16) if kind is TorchBF16Backend else kind(model)
+    return make
+
+
+def _openvino_int8(model: Generator, settings: Settings) -> Backend:
     try:
         from . import openvino
     except ImportError as exc:
@@ -54,15 +89,18 @@ def _openvino_int8(model: nn.Module, settings: Settings) -> Backend:
 
 
 # Fastest first (benchmarks/results/speed.md).
-BACKENDS: dict[str, Callable[[nn.Module, Settings], Backend]] = {
+BACKENDS: dict[str, Callable[[Generator, Settings], Backend]] = {
     "openvino-int8": _openvino_int8,
-    "torch-bf16": lambda model, s: TorchBF16Backend(model, no_bf16=s.no_bf16),
-    "torch-fp32": lambda model, s: TorchBackend(model),
-    "torch-exact": lambda model, s: ExactBackend(model),
+    "torch-bf16": _torch(TorchBF16Backend),
+    "torch-fp32": _torch(TorchBackend),
+    "torch-exact": _torch(ExactBackend),
+    "openvino-bf16": lambda model, s: _openvino(model, "bf16", s),
+    "openvino-f32": lambda model, s: _openvino(model, "f32", s),
+    "onnxruntime": _onnxruntime,
 }
 
 
-def make_backend(model: nn.Module, name: str | None = None, settings: Settings | None = None,
+def make_backend(model: Generator, name: str | None = None, settings: Settings | None = None,
                  background: bool = True) -> Backend:
     """The named backend for ``model``, or ``auto`` (``settings.backend``, default ``auto``).
 
@@ -77,7 +115,7 @@ def make_backend(model: nn.Module, name: str | None = None, settings: Settings |
         from .auto import AutoBackend
 
         if settings.malloc:
-            host.tune_allocator(keep_big_blocks=True)  # PyTorch serves first
+            host.tune_allocator(keep_big_blocks=isinstance(model, nn.Module))  # PyTorch serves first
         return AutoBackend(model, hub_cache=hub_cache(settings), calibration_side=settings.calibration_side,
                            no_bf16=settings.no_bf16, malloc=settings.malloc, background=background)
     try:
@@ -89,7 +127,7 @@ def make_backend(model: nn.Module, name: str | None = None, settings: Settings |
     except BackendUnavailable as exc:
         raise ValueError(f"Backend {name!r} cannot run here: {exc}") from None
     if settings.malloc:
-        host.tune_allocator(keep_big_blocks=name.startswith("torch"))
+        host.tune_allocator(keep_big_blocks=backend.name.startswith("torch"))
     return backend
 
 
@@ -100,6 +138,7 @@ __all__ = [
     "BackendUnavailable",
     "Cancelled",
     "ExactBackend",
+    "Generator",
     "TorchBF16Backend",
     "TorchBackend",
     "calibration_photos",

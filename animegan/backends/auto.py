@@ -23,6 +23,7 @@ import numpy as np
 from torch import nn
 
 from .. import host
+from ..models.onnx import OnnxGenerator
 from . import fidelity
 from .base import Backend, BackendUnavailable, Cancelled
 from .torch_eager import TorchBackend, TorchBF16Backend
@@ -33,18 +34,21 @@ log = logging.getLogger("animegan")
 class AutoBackend:
     """Serves from the best backend ready now and upgrades itself in the background."""
 
-    def __init__(self, model: nn.Module, *, hub_cache: Path, calibration_side: int = 512, no_bf16: bool = False,
-                 malloc: bool = True, background: bool = True) -> None:
+    def __init__(self, model: nn.Module | OnnxGenerator, *, hub_cache: Path, calibration_side: int = 512,
+                 no_bf16: bool = False, malloc: bool = True, background: bool = True) -> None:
         self._model = model
         self._hub_cache = hub_cache
         self._side = calibration_side
         self._no_bf16 = no_bf16
         self._malloc = malloc
-        self._current: Backend = TorchBackend(model)
+        self.notes: list[str] = []
+        self._current: Backend = self._float32()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()  # set when no further switch will happen
-        self.notes: list[str] = []
+        if self._current.name == "onnxruntime":  # OpenVINO cannot run this graph: nothing to upgrade to
+            self.ready.set()
+            return
         cached = self._cached_int8()
         if cached is not None and self._accept_int8(cached):
             self.ready.set()
@@ -54,6 +58,22 @@ class AutoBackend:
             self._thread.start()
         else:
             self._upgrade()
+
+    def _float32(self) -> Backend:
+        """The exact start: PyTorch float32 for a module; OpenVINO f32 for an ONNX file, or
+        ONNX Runtime where OpenVINO cannot read it."""
+        if isinstance(self._model, nn.Module):
+            return TorchBackend(self._model)
+        try:
+            from . import openvino
+
+            return openvino.float_backend(self._model, "f32")
+        except Exception as exc:  # not installed, or an operator its reader lacks
+            from .onnxruntime import OnnxRuntimeBackend
+
+            self.notes.append(f"openvino cannot run this graph ({str(exc).splitlines()[0][:200]}); using onnxruntime")
+            log.warning("animegan: %s", self.notes[-1])
+            return OnnxRuntimeBackend(self._model)
 
     @property
     def name(self) -> str:
@@ -96,13 +116,18 @@ class AutoBackend:
             self.ready.set()
 
     def _try_bf16(self) -> None:
-        bf16 = TorchBF16Backend(self._model, no_bf16=self._no_bf16)
+        if isinstance(self._model, nn.Module):
+            bf16 = TorchBF16Backend(self._model, no_bf16=self._no_bf16)
+        else:
+            from . import openvino
+
+            bf16 = openvino.float_backend(self._model, "bf16", no_bf16=self._no_bf16)
         x = fidelity.calibration_photos(256)[0]
         self._pause()
         with host.INFERENCE_LOCK:
             ref, out = self._current(x), bf16(x)
         quality = fidelity.psnr(out, ref)
-        self.notes.append(f"torch-bf16: {quality:.1f} dB on a calibration photo")
+        self.notes.append(f"{bf16.name}: {quality:.1f} dB on a calibration photo")
         if quality >= fidelity.MIN_PSNR:
             self._current = bf16
 

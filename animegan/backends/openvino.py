@@ -39,12 +39,15 @@ import torch
 from torch import nn
 
 from .. import host
+from ..models.onnx import OnnxGenerator
+from .base import BackendUnavailable
 from .fidelity import MIN_PSNR, calibration_photos, psnr
 
 # Bump when the graph or the calibration changes: old artefacts are then rebuilt.
 ARTEFACT_FORMAT = 3
 BUILDS = {"openvino-int8": 0}  # how many times this process built an artefact
-Source = nn.Module | str | Path  # a generator, or an ONNX / OpenVINO IR file
+# a generator: a module, an ONNX file adapted to the package's convention, or an ONNX / IR file
+Source = nn.Module | OnnxGenerator | str | Path
 
 _CONVS = ("Convolution", "GroupConvolution")
 
@@ -56,6 +59,8 @@ def _no_pause() -> None:
 # -- conversion --------------------------------------------------------------------------
 def to_openvino(source: Source) -> ov.Model:
     """The generator as a float ov.Model with a dynamic height and width."""
+    if isinstance(source, OnnxGenerator):  # the adapted graph: 1x3xHxW in [-1, 1], any size
+        return core().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
     if isinstance(source, (str, Path)):
         return core().read_model(str(source))
     source = source.eval()
@@ -214,10 +219,10 @@ class OpenVINOBackend:
     upgrading = False
 
     def __init__(self, model: ov.Model | str | Path, name: str, min_psnr: float = float("inf"),
-                 *, no_bf16: bool = False) -> None:
+                 *, no_bf16: bool = False, precision: str | None = None) -> None:
         self.name = name
         self.min_psnr = min_psnr  # worst PSNR against float32 on the calibration photos
-        self.precision = "bf16" if host.native_bf16(no_bf16) else "f32"
+        self.precision = precision or ("bf16" if host.native_bf16(no_bf16) else "f32")
         self._compiled = core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
                                               _config(self.precision))
         self._request = self._compiled.create_infer_request()
@@ -229,9 +234,20 @@ class OpenVINOBackend:
             return self._request.get_output_tensor(0).data.copy()
 
 
+def float_backend(source: Source, precision: str = "f32", *, no_bf16: bool = False) -> OpenVINOBackend:
+    """The converted graph run as it is, in float32 (``f32``: the reference for a file) or
+    bf16 (``bf16``, only where the CPU has native bf16)."""
+    if precision == "bf16" and not host.native_bf16(no_bf16):
+        raise BackendUnavailable("openvino-bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX).")
+    return OpenVINOBackend(to_openvino(source), f"openvino-{precision}", precision=precision)
+
+
 def source_hash(source: Source) -> str:
     """sha256 of what defines the generator: for a module its class and weights (names,
-    shapes and float32 values); for a file its bytes."""
+    shapes and float32 values); for an adapted ONNX file its bytes and how it is fed; for
+    a file its bytes."""
+    if isinstance(source, OnnxGenerator):
+        return source.fingerprint()
     digest = hashlib.sha256()
     if isinstance(source, (str, Path)):
         with open(source, "rb") as f:
