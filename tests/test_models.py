@@ -58,6 +58,13 @@ def test_lite_has_the_described_layers():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def test_sub_pixel_upsampling_starts_without_a_checkerboard():
+    """ICNR init: each 2 x 2 block of an upsampling layer's output starts uniform."""
+    up = LiteGenerator(width=8).decoder[0]
+    y = torch.nn.functional.pixel_shuffle(up[0](torch.rand(1, 32, 6, 6)), 2)
+    assert torch.equal(y[..., 0::2, 0::2], y[..., 1::2, 1::2]) and torch.equal(y[..., 0::2, 0::2], y[..., 0::2, 1::2])
+
+
 def test_attention_only_looks_inside_its_window():
     """Changing one window's input changes that window's attention output only."""
     attention = small_lite().attention.attention

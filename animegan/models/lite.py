@@ -99,15 +99,19 @@ class ResBlock(nn.Module):
 
 
 class UpShuffle(nn.Sequential):
-    """Sub-pixel upsampling: 3x3 conv to 4 x out channels -> PixelShuffle(2) -> norm -> act."""
+    """Sub-pixel upsampling: 3x3 conv to 4 x out channels -> PixelShuffle(2) -> norm -> act.
+
+    ICNR initialisation: the four sub-pixel filters of each output channel start equal, so
+    the layer starts as a conv followed by nearest-neighbour upsampling, without the
+    checkerboard pattern a random init gives (it would take training time to unlearn)."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_ch, out_ch * 4, 3, padding=1, bias=False),
-            nn.PixelShuffle(2),
-            _norm(out_ch),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
+        conv = nn.Conv2d(in_ch, out_ch * 4, 3, padding=1, bias=False)
+        with torch.no_grad():
+            sub = torch.empty(out_ch, in_ch, 3, 3)
+            nn.init.kaiming_uniform_(sub, a=5**0.5)  # Conv2d's own default, per sub-pixel filter
+            conv.weight.copy_(sub.repeat_interleave(4, dim=0))
+        super().__init__(conv, nn.PixelShuffle(2), _norm(out_ch), nn.LeakyReLU(0.2, inplace=True))
 
 
 class LiteGenerator(nn.Module, HubMixin):

@@ -283,18 +283,20 @@ def to_image(t: torch.Tensor) -> Image.Image:
 def sample_sheet(rows: Sequence[Sequence[Image.Image]], labels: Sequence[str], title: str = "") -> Image.Image:
     """A grid: one row per fixed photo, one column per label (e.g. photo | teacher | student)."""
     cell_w = max(img.width for row in rows for img in row)
-    cell_h = max(img.height for row in rows for img in row)
+    heights = [max(img.height for img in row) for row in rows]  # each row as tall as its pictures
     head = 18
     top = head * (2 if title else 1)
-    sheet = Image.new("RGB", (cell_w * len(labels), top + cell_h * len(rows)), "white")
+    sheet = Image.new("RGB", (cell_w * len(labels), top + sum(heights)), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((4, 3), title, fill="black")
     for c, label in enumerate(labels):
         draw.text((c * cell_w + 4, top - head + 3), label, fill="black")
-    for r, row in enumerate(rows):
+    y = top
+    for row, height in zip(rows, heights, strict=True):
         for c, img in enumerate(row):
-            sheet.paste(img, (c * cell_w, top + r * cell_h))
+            sheet.paste(img, (c * cell_w, y))
+        y += height
     return sheet
 
 
