@@ -171,12 +171,13 @@ class Stylizer:
         report(0.2, "Stylizing")
         source = images.resize(decoded.rgb, images.fit_size(decoded.rgb.size, limit))
         faces = None
-        notes: list[str] = []
+        notes: list[str] = list(decoded.notes)
         shown = source  # what the network saw: the photo, or the framed face of a portrait
         if mode == "off":
             out = self.run_array(style, source)
         else:
-            out, faces, notes, shown = self._stylize_faces(style, source, mode, report)
+            out, faces, face_notes, shown = self._stylize_faces(style, source, mode, report)
+            notes += face_notes
         if side_by_side:
             out = _side_by_side(images.resize(shown, out.size), out)
         elif mode != "portrait" or not faces:  # a portrait that fell back is the whole photo
