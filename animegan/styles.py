@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _GITHUB = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/"
+# The sha256 of bryandlee's GitHub files could not be read or found from here (GitHub is
+# unreachable and no verifiable published value was found), so the URL fallbacks below
+# say sha256=None: "not pinned", and every use logs a warning. Pin them with the real
+# values (sha256sum of the downloaded files) as soon as they can be checked.
+_UNPINNED = None
 _CREDIT = (
     "AnimeGANv2 by Xin Chen, Gang Liu and Gang Chen; PyTorch port and face_paint/celeba "
     "weights by bryandlee (animegan2-pytorch, MIT licence)."
@@ -32,6 +37,9 @@ class Style:
     url: str | None = None
     path: Path | None = None
     is_face_model: bool = True
+    # sha256 of the file at ``url``, checked after every download and on the cached copy;
+    # None means "not pinned": the file is used and a warning says it was not checked.
+    sha256: str | None = None
 
     @property
     def source(self) -> str:
@@ -59,6 +67,7 @@ STYLES: dict[str, Style] = {
             # the only full commit id of this repo holding the file that could be verified offline
             revision="66a001cd89dc6545837c86757c776543c21f91b4",
             url=_GITHUB + "face_paint_512_v2.pt",
+            sha256=_UNPINNED,
         ),
         Style(
             name="face_paint_512_v1",
@@ -67,6 +76,7 @@ STYLES: dict[str, Style] = {
             size=512,
             credit=_CREDIT,
             url=_GITHUB + "face_paint_512_v1.pt",
+            sha256=_UNPINNED,
         ),
         Style(
             name="celeba_distill",
@@ -75,6 +85,7 @@ STYLES: dict[str, Style] = {
             size=256,
             credit=_CREDIT,
             url=_GITHUB + "celeba_distill.pt",
+            sha256=_UNPINNED,
         ),
         Style(
             name="paprika",
@@ -83,6 +94,7 @@ STYLES: dict[str, Style] = {
             size=512,
             credit="AnimeGANv2 'Paprika' by Xin Chen et al., converted to PyTorch by bryandlee (MIT).",
             url=_GITHUB + "paprika.pt",
+            sha256=_UNPINNED,
             is_face_model=False,
         ),
     )
@@ -110,6 +122,7 @@ def register_style(
     size: int = 512,
     credit: str = "User-provided weights.",
     is_face_model: bool = True,
+    sha256: str | None = None,
 ) -> Style:
     """Add (or replace) a style: a Hub repo id + filename, a URL, or a local file."""
     if not (path or url or (repo_id and filename)):
@@ -126,6 +139,7 @@ def register_style(
         url=url,
         path=Path(path) if path else None,
         is_face_model=is_face_model,
+        sha256=sha256.lower() if sha256 else None,
     )
     STYLES[name] = style
     return style

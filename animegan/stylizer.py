@@ -101,6 +101,7 @@ class Stylizer:
         self._overrides: dict[str, Path] = {style: Path(weights_file)} if weights_file else {}
         self._backends: dict[str, Backend] = {}
         self._load_lock = threading.Lock()
+        self._style_locks: dict[str, threading.Lock] = {}
         self._cache: OrderedDict[str, Result] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -112,7 +113,12 @@ class Stylizer:
     def backend(self, style: str | None = None) -> Backend:
         """The ready backend for ``style``, loading (and downloading) it on first use."""
         style = style or self.style
-        with self._load_lock:
+        ready = self._backends.get(style)
+        if ready is not None:  # loaded: never wait behind another style's download
+            return ready
+        with self._load_lock:  # held only to find this style's own lock
+            lock = self._style_locks.setdefault(style, threading.Lock())
+        with lock:  # one load per style; other styles load (or serve) meanwhile
             if style not in self._backends:
                 model = weights.load_generator(self.weights_path(style))
                 self._backends[style] = make_backend(model, self.backend_name, self.settings)
