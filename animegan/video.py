@@ -277,7 +277,8 @@ def stylize_video(
     backend = stylizer.backend(style)  # load (or fail) before creating the output
     output = Path(output) if output is not None else default_output(source)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.stem + ".part" + output.suffix)
+    # a new name of our own beside the output, renamed onto it at the end (a link there is replaced, not followed)
+    partial = output.with_name(f".{output.stem}.{os.urandom(4).hex()}.part{output.suffix}")
     try:
         frames, duration, has_audio = _transcode(av, stylizer, style, source, partial, info, size, limit, trim,
                                                  total, progress, notes)
