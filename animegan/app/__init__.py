@@ -37,7 +37,8 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                 c = photo_tab(app)
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
             add_live_tab(app.stylizer, time_limit=settings.live_time_limit, **choices)
-            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds, **choices)
+            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
+                          max_job_seconds=settings.video_max_job_seconds, **choices)
         gr.Markdown(footer(), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)

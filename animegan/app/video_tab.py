@@ -44,6 +44,7 @@ def add_video_tab(
     style_choices: list[tuple[str, str]],
     default_style: str,
     max_side: int = policy.VIDEO_SIDE,
+    max_job_seconds: float | None = None,
     concurrency_limit: int = VIDEO_CONCURRENCY,
     label: str = "Video",
 ) -> dict:
@@ -69,7 +70,8 @@ def add_video_tab(
 
         try:
             result = video.stylize_video(stylizer, source, outputs.new(source), style=style or None,
-                                         max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report)
+                                         max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report,
+                                         max_job_seconds=max_job_seconds)
         except Exception as exc:
             raise to_gradio_error(exc) from None
         return str(result.path), " ".join([result.summary(), *result.notes])
