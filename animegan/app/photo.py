@@ -14,7 +14,7 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from .. import images, policy
-from ..errors import user_message
+from ..errors import public, user_message
 from ..settings import Settings
 from ..styles import DEFAULT_STYLE, STYLES
 from ..stylizer import Result, Stylizer
@@ -38,7 +38,7 @@ def to_gradio_error(exc: BaseException) -> gr.Error:
         log.exception("stylizing failed", exc_info=exc)
         return gr.Error(f"Something went wrong while stylizing ({type(exc).__name__}). Please try again.",
                         print_exception=False)
-    return gr.Error(said.text, title=said.title, print_exception=False)
+    return gr.Error(public(said.text), title=said.title, print_exception=False)
 
 
 def check_style(name: Any) -> str:
@@ -108,7 +108,8 @@ class App:
         for future in done:
             exc = future.exception()
             if exc is not None:
-                self.unavailable[futures[future]] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("weights for %s: %s", futures[future], exc)
+                self.unavailable[futures[future]] = public(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         default = DEFAULT_STYLE if DEFAULT_STYLE not in self.unavailable else next(
             (n for n in STYLES if n not in self.unavailable), None)
         if default is not None:
@@ -116,7 +117,8 @@ class App:
                 self.stylizer.backend(default)
                 self.stylizer.run_array(default, Image.new("RGB", (64, 64), (200, 160, 170)))
             except Exception as exc:  # a broken file: say so on the page, keep starting
-                self.unavailable[default] = str(exc).splitlines()[0]
+                log.warning("style %s: %s", default, exc)
+                self.unavailable[default] = public(str(exc).splitlines()[0])
         for name, why in self.unavailable.items():
             self._failed_at[name] = time.monotonic()
             log.warning("style %s is unavailable: %s", name, why)
@@ -177,7 +179,7 @@ class App:
             result = self.stylizer.run(src, style, face_crop=mode, max_side=side, progress=report)
         except WeightsError as exc:
             log.warning("weights for %s: %s", style, exc)
-            self.unavailable[style] = str(exc).splitlines()[0]
+            self.unavailable[style] = public(str(exc).splitlines()[0])
             self._failed_at[style] = time.monotonic()
             raise self._unavailable_error(style) from None
         except gr.Error:
