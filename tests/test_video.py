@@ -306,3 +306,26 @@ def test_a_job_over_its_time_limit_stops_with_a_message(stylizer, tmp_path):
     with pytest.raises(VideoError, match="took longer than the 0.05 s allowed per clip"):
         stylize_video(stylizer, path, tmp_path / "o.mp4", max_job_seconds=0.05)
     assert not list(tmp_path.glob("*o*.mp4"))
+
+
+def test_a_damaged_sound_track_is_said_not_passed_off_as_silence(stylizer, tmp_path):
+    import av
+
+    src = write_clip(tmp_path / "snd.mkv", photo_frames((64, 48), 20, FPS), FPS, audio_seconds=2.0, audio_codec="mp3")
+    damaged = tmp_path / "damaged.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as inp, av.open(str(damaged), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            target = streams[packet.stream.index]
+            if packet.stream.type == "audio":  # the sound's bytes replaced by noise, the timing kept
+                noise = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
+                packet = noise
+            packet.stream = target
+            out.mux(packet)
+    result = stylize_video(stylizer, damaged, tmp_path / "out.mp4")
+    assert not result.has_audio
+    assert "The clip's sound track could not be read (damaged?); the result has no sound." in result.notes
