@@ -108,7 +108,7 @@ class App:
         for future in done:
             exc = future.exception()
             if exc is not None:
-                log.warning("weights for %s: %s", futures[future], exc)
+                log.warning("at start, %s: %s", futures[future], exc)
                 self.unavailable[futures[future]] = public(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         default = DEFAULT_STYLE if DEFAULT_STYLE not in self.unavailable else next(
             (n for n in STYLES if n not in self.unavailable), None)
