@@ -46,6 +46,15 @@ from app_helpers import AppServer, app_env  # noqa: E402
 EXAMPLES = ROOT / "examples"
 
 
+def reset_peak(pid: int) -> None:
+    """Start the process's peak RSS (VmHWM) again from its current RSS (Linux clear_refs)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory in MB."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
@@ -160,6 +169,7 @@ def attacks(url: str, pid: int, files: Files) -> list[dict]:
     ]
     rows = []
     for name, run in cases:
+        reset_peak(pid)
         _, peak0 = rss_mb(pid)
         start = time.perf_counter()
         try:
