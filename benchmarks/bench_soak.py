@@ -155,10 +155,12 @@ class Files:
             self.photos.append(path)
 
 
-def attacks(url: str, pid: int, files: Files) -> list[dict]:
+def attacks(url: str, pid: int, files: Files, only: int | None = None) -> list[dict]:
+    """Each attack once (``only``: just that one, after a single warm-up photo, for a
+    server of its own: glibc keeps freed memory, so a big warm-up hides later growth)."""
     style = "face_paint_512_v2"
-    for photo in files.photos[:2]:  # warm-up: the first requests load what every later one uses
-        for mode in ("off", "portrait"):
+    for photo in files.photos[:1] if only is not None else files.photos[:2]:  # warm-up
+        for mode in ("off",) if only is not None else ("off", "portrait"):
             call(url, "stylize", [upload(url, photo), style, mode])
     cases = [
         ("110 MB-class data: URL in the JSON body (/stylize)",
@@ -172,7 +174,7 @@ def attacks(url: str, pid: int, files: Files) -> list[dict]:
                                              False], timeout=600)),
     ]
     rows = []
-    for name, run in cases:
+    for name, run in cases if only is None else cases[only:only + 1]:
         reset_peak(pid)
         _, peak0 = rss_mb(pid)
         start = time.perf_counter()
@@ -262,6 +264,7 @@ def main() -> int:
     p.add_argument("--tree", type=Path, default=ROOT, help="the source tree whose app.py runs (default: this one)")
     p.add_argument("--attacks-only", action="store_true")
     p.add_argument("--soak-only", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="a fresh server for each attack (cleaner peak memory)")
     args = p.parse_args()
     home = Path(tempfile.mkdtemp(prefix="animegan-soak-"))
     weights = home / "weights"
@@ -274,7 +277,11 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; tree: {args.tree}",
           flush=True)
     try:
-        if not args.soak_only:
+        if not args.soak_only and args.fresh:
+            for i in range(4):
+                with start_app(args.tree, weights, home / f"a{i}") as server:
+                    attacks(server.url, server.proc.pid, files, only=i)
+        elif not args.soak_only:
             with start_app(args.tree, weights, home / "a") as server:
                 rows = attacks(server.url, server.proc.pid, files)
                 print(json.dumps({"attacks": rows, "alive": server.alive()}), flush=True)
