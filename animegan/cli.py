@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
+import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import policy, video
+from .batch.plan import PlanError, assign_outputs, check_suffix, output_format
 from .errors import user_message
 from .settings import Settings
 from .styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, licence_card, visible_styles
@@ -99,18 +102,71 @@ def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
     return found
 
 
-def output_path(out_dir: Path, rel: Path, suffix: str, fmt: str, source: Path) -> Path:
-    target = out_dir / rel.parent / f"{rel.stem}{suffix}.{fmt}"
-    if target.resolve() == source.resolve():  # never overwrite an input
-        target = target.with_name(f"{rel.stem}{suffix or '_anime'}_out.{fmt}")
-    return target
+def plan(files: list[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> dict[Path, Path]:
+    """Every input's output, planned before anything is written (the batch planner's
+    rules): two inputs never share an output (same names keep their extension, then a
+    number), and an output is never one of the inputs."""
+    out_root = out_dir.resolve()
+    taken = set()
+    for source, _ in files:
+        try:
+            taken.add(source.resolve().relative_to(out_root).as_posix().lower())
+        except ValueError:
+            pass  # not under the output folder: it cannot be overwritten
+    # the same relative name from two roots (a/x.png, b/x.png): a distinct key for each
+    unique: list[str] = []
+    seen: set[str] = set()
+    for _, rel in files:
+        key, n = rel.as_posix(), 2
+        while key.lower() in seen:
+            key, n = _nth(rel.as_posix(), n), n + 1
+        seen.add(key.lower())
+        unique.append(key)
+    planned = assign_outputs(unique, suffix, lambda rel: output_format(rel, fmt), taken)
+    return {source: out_dir / planned[key] for (source, _), key in zip(files, unique, strict=True)}
+
+
+def _nth(rel: str, n: int) -> str:
+    """The name the n-th input with the same relative path is planned under."""
+    stem, ext = os.path.splitext(rel)
+    return f"{stem}_{n}{ext}"
+
+
+def default_name(rel: Path, suffix: str, fmt: str) -> str:
+    return f"{rel.stem}{suffix}.{fmt}"
+
+
+def write_atomically(target: Path, write) -> None:
+    """``write(path)`` into a temporary file beside ``target``, then rename it onto
+    ``target``: a reader never sees half a file, and a symlink at ``target`` is replaced
+    by the file, never followed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        raise IsADirectoryError(f"{target} is a folder")
+    partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.part{target.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def save(img, target: Path, fmt: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     if FORMATS[fmt] == "JPEG" and img.mode != "RGB":
         img = img.convert("RGB")  # JPEG has no alpha
-    img.save(target, FORMATS[fmt], **({"quality": 95} if fmt != "png" else {}))
+    options = {"quality": 95} if fmt != "png" else {}
+    write_atomically(target, lambda path: img.save(path, FORMATS[fmt], **options))
+
+
+def _reason(exc: BaseException) -> str:
+    """What to print for a file that failed: the readable message, or the error itself."""
+    if user_message(exc) is not None:
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({type(exc).__name__})"
+    if isinstance(exc, ValueError) and "WEBP" in str(exc).upper():
+        return f"{exc}; WebP holds at most 16383 px a side: use --format png or a smaller --max-side"
+    return f"{type(exc).__name__}: {exc}"
 
 
 TRAINING_COMMANDS = ("distill", "train", "export")  # handed over to animegan.train.cli when it knows them
@@ -172,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     files = collect(args.inputs)
     out_dir = Path(args.output)
     try:
+        check_suffix(args.suffix)
+    except PlanError as exc:
+        print(f"animegan: error: {exc}", file=sys.stderr)
+        return 2
+    targets = plan(files, out_dir, args.suffix, args.format)
+    for source, rel in files:
+        fmt = output_format(rel.as_posix(), args.format)
+        if targets[source] != out_dir / rel.parent / default_name(rel, args.suffix, fmt):
+            print(f"note: {source} -> {targets[source]} (its usual name is an input or another input's output)",
+                  file=sys.stderr)
+    try:
         stylizer = Stylizer(args.style, settings=settings, backend=args.backend,
                             max_side=args.max_side or None, weights_file=args.weights)
         backend = stylizer.backend()
@@ -188,38 +255,35 @@ def main(argv: list[str] | None = None) -> int:
     for name in dict.fromkeys(n for n in (args.style, args.face_style if args.face_crop == "paste" else None) if n):
         print("weights' terms: " + licence_card(name).replace("\n", "\n  "), file=sys.stderr)
 
-    clips = [(source, rel) for source, rel in files if video.is_video_path(source)]
-    files = [(source, rel) for source, rel in files if not video.is_video_path(source)]
-    failed = sum(run_video(stylizer, source, rel, out_dir, args) for source, rel in clips)
-    bar = tqdm(files, unit="photo", disable=len(files) < 2)
-    for source, rel in bar:
+    clips = [source for source, _ in files if video.is_video_path(source)]
+    photos = [source for source, _ in files if not video.is_video_path(source)]
+    failed = sum(run_video(stylizer, source, targets[source], args) for source in clips)
+    bar = tqdm(photos, unit="photo", disable=len(photos) < 2)
+    for source in bar:
         bar.set_postfix_str(source.name)
+        target = targets[source]
         try:
             result = stylizer.run(source, face_crop=args.face_crop, face_style=args.face_style,
                                   keep_size=args.keep_size, side_by_side=args.side_by_side)
-            target = output_path(out_dir, rel, args.suffix, args.format, source)
             save(result.image, target, args.format)
-        except Exception as exc:
-            if user_message(exc) is None and not isinstance(exc, OSError):
-                raise
+        except Exception as exc:  # one file never stops the others
             failed += 1
-            tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
+            tqdm.write(f"skipped {source}: {_reason(exc)}", file=sys.stderr)
             continue
         for note in result.notes:
             if not note.startswith(LICENCE_NOTE):  # the terms were printed once above
                 tqdm.write(f"{source}: {note}", file=sys.stderr)
         if args.verbose:
             tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
-    total = len(files) + len(clips)
-    noun = "clip(s)" if not files else "file(s)" if clips else "photo(s)"
+    total = len(photos) + len(clips)
+    noun = "clip(s)" if not photos else "file(s)" if clips else "photo(s)"
     print(f"{total - failed} of {total} {noun} written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
           file=sys.stderr)
     return 1 if failed else 0
 
 
-def run_video(stylizer: Stylizer, source: Path, rel: Path, out_dir: Path, args) -> int:
+def run_video(stylizer: Stylizer, source: Path, target: Path, args) -> int:
     """One clip, with a bar counting frames; 1 if it failed (the reason is printed), else 0."""
-    target = output_path(out_dir, rel, args.suffix, "mp4", source)
     bar = tqdm(unit="frame", desc=source.name, leave=False)
 
     def progress(done: int, total: int | None, eta: float | None) -> None:
@@ -230,10 +294,8 @@ def run_video(stylizer: Stylizer, source: Path, rel: Path, out_dir: Path, args) 
     try:
         result = video.stylize_video(stylizer, source, target, max_side=args.video_max_side or None,
                                      max_seconds=args.max_seconds or None, trim=args.trim, progress=progress)
-    except Exception as exc:
-        if user_message(exc) is None and not isinstance(exc, OSError):
-            raise
-        tqdm.write(f"skipped {source}: {exc}", file=sys.stderr)
+    except Exception as exc:  # one clip never stops the others
+        tqdm.write(f"skipped {source}: {_reason(exc)}", file=sys.stderr)
         return 1
     finally:
         bar.close()

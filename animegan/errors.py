@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# An absolute path on the server (two or more parts), not part of a URL: kept as its last part.
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"()\[\],:;/]+/)+([^\s'\"()\[\],:;/]+)")
 
 
 @dataclass(frozen=True)
@@ -31,3 +35,9 @@ def user_message(exc: BaseException) -> UserMessage | None:
         return UserMessage("Not a valid choice", first)
     return None
 
+
+
+def public(text: str) -> str:
+    """``text`` without the server's folders: every absolute path becomes its file name
+    (URLs are left alone), for messages shown to visitors of the app."""
+    return _SERVER_PATH.sub(r"\1", text)

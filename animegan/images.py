@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class Decoded:
 
     rgb: Image.Image
     alpha: Image.Image | None = None
+    notes: list[str] = field(default_factory=list)  # what a person should know (e.g. first frame only)
 
 
 def _array_to_image(arr: np.ndarray) -> Image.Image:
@@ -80,7 +81,18 @@ def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
-            _check_pixels(img.size, max_pixels)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name} is not an image Pillow can read. Use a JPEG, PNG, WebP, BMP, GIF or TIFF file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name} is truncated or damaged and cannot be decoded ({exc}).") from None
+    _check_pixels(img.size, max_pixels)  # from the header, before any pixel is decoded
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
     except Image.DecompressionBombError:
         raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
@@ -93,11 +105,23 @@ def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     return img
 
 
+def frames_note(img: Image.Image) -> str | None:
+    """A note for an animated GIF/WebP/PNG or a multi-page TIFF: only its first frame is used."""
+    count = getattr(img, "n_frames", 1) or 1
+    if count <= 1:
+        return None
+    kind = "pages" if (img.format or "").upper() == "TIFF" else "frames"
+    return f"The file holds {count} {kind}; only the first was used."
+
+
 def _to_rgb(img: Image.Image) -> Decoded:
     """Every Pillow mode to RGB, keeping alpha (also palette transparency) aside."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageError("The image holds NaN or infinite values (a float TIFF?), so its colours are unknown. "
+                             "Export it as an 8- or 16-bit image and try again.")
         if mode.startswith("I;16") or arr.max(initial=0) > 255:
             arr = arr / 257.0  # 16-bit range to 8-bit
         elif mode == "F" and arr.max(initial=0) <= 1.0:
@@ -119,11 +143,15 @@ def _to_rgb(img: Image.Image) -> Decoded:
 def decode(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Open ``src``, apply its EXIF orientation, and split it into RGB + optional alpha."""
     img = open_image(src, max_pixels)
+    note = frames_note(img)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the photo
         pass
-    return _to_rgb(img)
+    decoded = _to_rgb(img)
+    if note:
+        decoded.notes.append(note)
+    return decoded
 
 
 def fit_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:

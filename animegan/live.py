@@ -26,12 +26,57 @@ from . import faces, images, policy
 from .stylizer import Busy
 
 DEFAULT_TIME_LIMIT = 60.0  # seconds of live preview per visitor and start
+DEFAULT_WINDOW = 600.0  # live seconds per client are counted over this window, whatever it restarts
+ADDRESS_SHARE = 4  # one address (people behind one router) gets this many visitors' time
+MAX_CHARGE = 1.0  # at most this many seconds are charged for the gap between two frames
+MAX_CLIENTS = 10_000  # clients remembered at once (the oldest are forgotten first)
 SESSION_GAP = 3.0  # no frame for this long: the next frame starts a new session
 DETECT_EVERY = 3  # look for the face on every n-th processed frame; smooth in between
 
 
 class LiveLimitReached(RuntimeError):
     """This visitor's live time is used up; the message says so and what to do."""
+
+
+class Usage:
+    """Live seconds used per client key (session hash, address) over a sliding window.
+
+    Each frame is charged the time since that key's previous frame (at most MAX_CHARGE),
+    so a client cannot reset its allowance by pausing, reloading or opening a new session.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._charges: dict[str, deque] = {}  # key -> (time, seconds) charged
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def charge(self, key: str, now: float) -> float:
+        """Charge one frame to ``key``; the seconds it used within the window, this one included."""
+        with self._lock:
+            last = self._last.pop(key, None)
+            self._last[key] = now  # re-inserted: the dict stays ordered by last use
+            charges = self._charges.setdefault(key, deque())
+            if last is not None:
+                charges.append((now, min(MAX_CHARGE, max(0.0, now - last))))
+            while charges and charges[0][0] < now - self.window:
+                charges.popleft()
+            while len(self._last) > MAX_CLIENTS:
+                oldest = next(iter(self._last))
+                self._last.pop(oldest)
+                self._charges.pop(oldest, None)
+            return sum(seconds for _, seconds in charges)
+
+    def wait(self, key: str, limit: float, now: float) -> float:
+        """Seconds until enough of ``key``'s charges leave the window to be back under ``limit``."""
+        with self._lock:
+            charges = list(self._charges.get(key, ()))
+        used, until = sum(seconds for _, seconds in charges), now
+        for when, seconds in charges:  # oldest first
+            if used <= limit:
+                break
+            used, until = used - seconds, when + self.window
+        return max(0.0, until - now)
 
 
 # -- face framing ---------------------------------------------------------------------------
@@ -133,11 +178,12 @@ class LiveStylizer:
     """Stylizes live frames for any number of visitors, one frame at a time per process."""
 
     def __init__(self, stylizer, *, side: int = policy.LIVE_SIDE, time_limit: float | None = DEFAULT_TIME_LIMIT,
-                 detect_every: int = DETECT_EVERY) -> None:
+                 detect_every: int = DETECT_EVERY, window: float = DEFAULT_WINDOW) -> None:
         self.stylizer = stylizer
         self.side = side
         self.time_limit = time_limit
         self.detect_every = max(1, detect_every)
+        self.usage = Usage(window)
         self._busy = threading.Lock()  # one live frame at a time in this process
 
     def new_session(self) -> LiveSession:
@@ -155,11 +201,14 @@ class LiveStylizer:
         style: str | None = None,
         side: int | None = None,
         face_crop: bool = False,
+        clients: tuple[str, ...] = (),
     ) -> tuple[LiveSession, FrameResult]:
         """Stylize ``frame`` unless another frame is being stylized (then it is dropped).
 
-        Returns the (possibly new) session and what to show. Raises
-        :class:`LiveLimitReached` when the session's time is used up.
+        ``clients``: keys that identify the visitor across sessions (``"session:<hash>"``,
+        ``"address:<ip>"``); each may use ``time_limit`` live seconds per window (an
+        address ADDRESS_SHARE times that). Returns the (possibly new) session and what to
+        show. Raises :class:`LiveLimitReached` when the session's or a client's time is used up.
         """
         now = time.monotonic()
         session = self._session_for(session, now)
@@ -169,6 +218,15 @@ class LiveStylizer:
                 f"The live preview stops after {self.time_limit:g} s so that everyone gets a turn. "
                 "Start the webcam again to continue."
             )
+        for key in clients:
+            limit = (self.time_limit or 0) * (ADDRESS_SHARE if key.startswith("address:") else 1)
+            if self.time_limit and self.usage.charge(key, now) > limit:
+                wait = self.usage.wait(key, limit, now)
+                raise LiveLimitReached(
+                    f"The live preview has been used for {limit:g} s from here in the last "
+                    f"{self.usage.window / 60:g} minutes, the most allowed so that everyone gets a turn. "
+                    f"Try again in {max(1, round(wait / 60))} minute(s)."
+                )
         if frame is None:
             return session, FrameResult(session.last_image, False, session.status(self.time_limit, now))
         style = style or self.stylizer.style
@@ -179,7 +237,9 @@ class LiveStylizer:
             return session, self._drop(session, now)
         try:
             start = time.perf_counter()
-            img = images.decode(frame).rgb
+            img = images.decode(frame, policy.LIVE_MAX_PIXELS).rgb  # size read from the header first
+            # shrink first: face detection and cropping then work on a bounded picture
+            img = images.resize(img, images.fit_size(img.size, max(policy.LIVE_WORK_SIDE, side)))
             if face_crop:
                 img = self._frame_face(session, img)
             else:

@@ -20,6 +20,11 @@ SIDE_MIN = 256  # app: the smallest output size its slider offers
 # -- live webcam and clips ---------------------------------------------------------------
 LIVE_SIDE, LIVE_SIDE_MIN, LIVE_SIDE_MAX = 256, 128, 512
 VIDEO_SIDE, VIDEO_SIDE_MIN, VIDEO_SIDE_MAX = 512, 256, 768
+VIDEO_MAX_FPS = 60  # frames per second; the frame budget of a clip is its length limit x this
+VIDEO_MAX_INPUT_PIXELS = 4096 * 2304  # a 4K frame (either orientation); larger clips are refused
+VIDEO_FFMPEG_THREADS = 2  # decoder and encoder threads: the model needs the cores
+LIVE_MAX_PIXELS = 4096 * 4096  # a live frame larger than this is refused before decoding
+LIVE_WORK_SIDE = 1024  # live frames are shrunk to this long side before faces are looked for
 
 
 def parse_face_mode(value: Any) -> FaceMode:

@@ -22,7 +22,15 @@ variable                       default     what it sets
 ``ANIMEGAN_DEFAULT_SIDE``      ``512``     app: the output side used when none is asked for
 ``ANIMEGAN_QUEUE_SIZE``        ``16``      app: waiting jobs beyond this are told to retry
 ``ANIMEGAN_LIVE_TIME_LIMIT``   ``60``      app: seconds per start of the live webcam
-``ANIMEGAN_VIDEO_MAX_SECONDS`` ``30``      app: the longest clip accepted
+``ANIMEGAN_VIDEO_MAX_SECONDS`` ``30``      app: the longest clip accepted (and its frame budget:
+                                           this x 60 frames)
+``ANIMEGAN_VIDEO_MAX_JOB_SECONDS`` ``300`` app: wall-clock seconds one clip may take
+``ANIMEGAN_LIVE_WINDOW``       ``600``     app: live seconds per visitor are counted over this
+                                           window (session and address), whatever they restart
+``ANIMEGAN_MAX_REQUEST_MB``    ``16``      app: largest request body (JSON, a ``data:`` URL) in MB;
+                                           file uploads have their own 100 MB limit
+``ANIMEGAN_CACHE_MINUTES``     ``10``      app: uploads and results are deleted this long after
+                                           they were made (checked every few minutes)
 ``ANIMEGAN_STARTUP_TIMEOUT``   ``60``      app: seconds to look for weights at start
 ``ANIMEGAN_HIDE_NONCOMMERCIAL`` ``0``      ``1`` hides styles whose weights are for
                                            non-commercial use only (app and command line)
@@ -59,6 +67,10 @@ class Settings:
     queue_size: int = 16
     live_time_limit: float = 60.0
     video_max_seconds: float = 30.0
+    video_max_job_seconds: float = 300.0
+    live_window: float = 600.0
+    max_request_mb: float = 16.0
+    cache_minutes: float = 10.0
     startup_timeout: float = 60.0
     hide_noncommercial: bool = False
     hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)

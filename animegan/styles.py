@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _GITHUB = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/"
+# The sha256 of bryandlee's GitHub files could not be read or found from here (GitHub is
+# unreachable and no verifiable published value was found), so the URL fallbacks below
+# say sha256=None: "not pinned", and every use logs a warning. Pin them with the real
+# values (sha256sum of the downloaded files) as soon as they can be checked.
+_UNPINNED = None
 _CREDIT = (
     "AnimeGANv2 by Xin Chen, Gang Liu and Gang Chen; PyTorch port and face_paint/celeba "
     "weights by bryandlee (animegan2-pytorch, MIT licence)."
@@ -58,6 +63,9 @@ class Style:
     url: str | None = None
     path: Path | None = None
     is_face_model: bool = True
+    # sha256 of the file at ``url``, checked after every download and on the cached copy;
+    # None means "not pinned": the file is used and a warning says it was not checked.
+    sha256: str | None = None
     licence: Licence = UNKNOWN_LICENCE
     # ONNX files: the value range the graph wants ([-1, 1] for the AnimeGAN exports), the
     # multiple its height and width must be (edge-padded up to it, cropped back after) and
@@ -122,6 +130,7 @@ STYLES: dict[str, Style] = {
             url=_GITHUB + "face_paint_512_v2.pt",
             licence=Licence(_BRYANDLEE.trained_by, "github.com/bryandlee/animegan2-pytorch; Hub copy "
                             "akhaliq/AnimeGANv2-pytorch", _UNSTATED),
+            sha256=_UNPINNED,
         ),
         Style(
             name="face_paint_512_v1",
@@ -131,6 +140,7 @@ STYLES: dict[str, Style] = {
             credit=_CREDIT,
             url=_GITHUB + "face_paint_512_v1.pt",
             licence=_BRYANDLEE,
+            sha256=_UNPINNED,
         ),
         Style(
             name="celeba_distill",
@@ -141,6 +151,7 @@ STYLES: dict[str, Style] = {
             url=_GITHUB + "celeba_distill.pt",
             licence=Licence("bryandlee (animegan2-pytorch), distilled from a webtoon face model",
                             _BRYANDLEE.origin, _UNSTATED),
+            sha256=_UNPINNED,
         ),
         Style(
             name="paprika",
@@ -149,6 +160,7 @@ STYLES: dict[str, Style] = {
             size=512,
             credit="AnimeGANv2 'Paprika' by Xin Chen et al., converted to PyTorch by bryandlee (MIT).",
             url=_GITHUB + "paprika.pt",
+            sha256=_UNPINNED,
             is_face_model=False,
             licence=_tf_licence("AnimeGANv2", "converted to PyTorch by bryandlee (github.com/bryandlee/"
                                 "animegan2-pytorch)"),
@@ -302,6 +314,7 @@ def register_style(
     value_range: tuple[float, float] = (-1.0, 1.0),
     multiple: int = 1,
     layout: str | None = None,
+    sha256: str | None = None,
 ) -> Style:
     """Add (or replace) a style: a Hub repo id + filename (a weights file), a Hub repo id
     alone (a model repo: config.json + model.safetensors, as ``save_pretrained`` and
@@ -326,6 +339,7 @@ def register_style(
         value_range=value_range,
         multiple=multiple,
         layout=layout,
+        sha256=sha256.lower() if sha256 else None,
     )
     STYLES[name] = style
     return style

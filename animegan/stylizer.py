@@ -102,6 +102,7 @@ class Stylizer:
         self._overrides: dict[str, str | Path] = {style: weights_file} if weights_file else {}
         self._backends: dict[str, Backend] = {}
         self._load_lock = threading.Lock()
+        self._style_locks: dict[str, threading.Lock] = {}
         self._cache: OrderedDict[str, Result] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -119,7 +120,12 @@ class Stylizer:
     def backend(self, style: str | None = None) -> Backend:
         """The ready backend for ``style``, loading (and downloading) it on first use."""
         style = style or self.style
-        with self._load_lock:
+        ready = self._backends.get(style)
+        if ready is not None:  # loaded: never wait behind another style's download
+            return ready
+        with self._load_lock:  # held only to find this style's own lock
+            lock = self._style_locks.setdefault(style, threading.Lock())
+        with lock:  # one load per style; other styles load (or serve) meanwhile
             if style not in self._backends:
                 model = weights.load_model(self.weights_path(style), get_style(style))
                 self._backends[style] = make_backend(model, self.backend_name, self.settings)
@@ -188,12 +194,13 @@ class Stylizer:
         report(0.2, "Stylizing")
         source = images.resize(decoded.rgb, images.fit_size(decoded.rgb.size, limit))
         faces = None
-        notes: list[str] = []
+        notes: list[str] = list(decoded.notes)
         shown = source  # what the network saw: the photo, or the framed face of a portrait
         if mode == "off":
             out = self.run_array(style, source)
         else:
-            out, faces, notes, shown = self._stylize_faces(style, source, mode, report, face_style)
+            out, faces, face_notes, shown = self._stylize_faces(style, source, mode, report, face_style)
+            notes += face_notes
         used = (style, face_style) if faces else (style,)  # no face found: the face style did nothing
         notes = notes + [licence_line(name) for name in dict.fromkeys(used)]
         if side_by_side:

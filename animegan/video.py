@@ -42,6 +42,8 @@ VideoProgressFn = Callable[[int, "int | None", "float | None"], None]
 
 # Demuxers that turn a single still picture into a one-frame "video".
 _IMAGE_DEMUXERS = ("image2", "_pipe", "gif", "webp", "apng", "tiff")
+# Raw elementary streams: no container, so no timestamps (FFmpeg guesses 25 fps).
+_RAW_DEMUXERS = {"h264", "hevc", "h263", "mpegvideo", "m4v", "rawvideo", "vc1", "av1", "obu", "ivf"}
 
 
 class VideoError(ValueError):
@@ -119,6 +121,12 @@ def _open(path: Path):
     if any(key in container.format.name for key in _IMAGE_DEMUXERS):
         container.close()
         raise VideoError(f"{path.name} is a still image, not a video. Use the photo tab (or command) for it.")
+    if set(container.format.name.split(",")) & _RAW_DEMUXERS:
+        container.close()
+        raise VideoError(
+            f"{path.name} is a raw video stream without a container, so its frames carry no timing. "
+            "Put it in an MP4 first (for example: ffmpeg -i clip.h264 -c copy clip.mp4) and try again."
+        )
     return container
 
 
@@ -248,17 +256,23 @@ def stylize_video(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     trim: bool = False,
     progress: VideoProgressFn | None = None,
+    max_job_seconds: float | None = None,
 ) -> VideoResult:
     """Stylize every frame of ``source`` and write an MP4 (H.264 + AAC) to ``output``.
 
     ``max_seconds``: longer clips raise :class:`VideoError`, or are cut to that length when
-    ``trim`` is set. ``progress(done, total, eta_seconds)`` is called after every frame.
+    ``trim`` is set; it also sets the frame budget (``max_seconds`` x ``policy.VIDEO_MAX_FPS``
+    frames), so a clip cannot pack thousands of frames into a moment. Frames larger than
+    ``policy.VIDEO_MAX_INPUT_PIXELS`` and frame rates above ``policy.VIDEO_MAX_FPS`` are
+    refused. ``max_job_seconds``: stop with :class:`VideoError` when the work takes longer.
+    ``progress(done, total, eta_seconds)`` is called after every frame.
     """
     av = _av()
     source = Path(source)
     style = style or stylizer.style
     start = time.perf_counter()
     info = probe(source)
+    check_limits(source.name, info)
     notes: list[str] = []
     if info.duration is not None and max_seconds and info.duration > max_seconds + 1e-3:
         if not trim:
@@ -270,6 +284,10 @@ def stylize_video(
     if info.rotation:
         notes.append(f"Turned upright (rotation metadata {info.rotation} degrees).")
     limit = max_seconds if max_seconds else None
+    budget = Budget(source.name, math.ceil(limit * policy.VIDEO_MAX_FPS) if limit else None, trim,
+                    max_job_seconds)
+    if budget.frames and info.frames and info.frames > budget.frames and not trim:
+        budget.refuse_frames(info.frames)
     total = info.frames
     if limit and info.duration and info.duration > limit and info.fps:
         total = math.ceil(limit * info.fps)
@@ -277,10 +295,11 @@ def stylize_video(
     backend = stylizer.backend(style)  # load (or fail) before creating the output
     output = Path(output) if output is not None else default_output(source)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.stem + ".part" + output.suffix)
+    # a new name of our own beside the output, renamed onto it at the end (a link there is replaced, not followed)
+    partial = output.with_name(f".{output.stem}.{os.urandom(4).hex()}.part{output.suffix}")
     try:
         frames, duration, has_audio = _transcode(av, stylizer, style, source, partial, info, size, limit, trim,
-                                                 total, progress, notes)
+                                                 total, progress, notes, budget)
         partial.replace(output)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -289,12 +308,51 @@ def stylize_video(
                        has_audio, time.perf_counter() - start, backend.name, notes)
 
 
-def _transcode(av, stylizer, style, source, output, info, size, limit, trim, total, progress, notes):
+def check_limits(name: str, info: VideoInfo) -> None:
+    """Refuse what would tie the machine up before a frame is decoded: frames over 4K, a
+    frame rate over the limit (also one the header implies: many frames in a moment)."""
+    if info.width * info.height > policy.VIDEO_MAX_INPUT_PIXELS:
+        raise VideoError(f"{name} has {info.width} x {info.height} frames; the largest accepted is 4K "
+                         "(3840 x 2160 or 4096 x 2304). Scale the clip down and try again.")
+    rate = info.fps
+    if info.frames and info.duration:
+        rate = max(rate, info.frames / info.duration)
+    if rate > policy.VIDEO_MAX_FPS + 0.5:
+        raise VideoError(f"{name} runs at {rate:.0f} frames per second; the limit is {policy.VIDEO_MAX_FPS}. "
+                         f"Convert it to {policy.VIDEO_MAX_FPS} fps or less and try again.")
+
+
+class Budget:
+    """The frame and wall-clock budget of one job, checked on every frame."""
+
+    def __init__(self, name: str, frames: int | None, trim: bool, seconds: float | None) -> None:
+        self.name, self.frames, self.trim, self.seconds = name, frames, trim, seconds
+        self.began = time.perf_counter()
+
+    def refuse_frames(self, count: int) -> None:
+        raise VideoError(f"{self.name} holds {count} frames or more; the limit here is {self.frames} "
+                         f"({policy.VIDEO_MAX_FPS} per second of the length limit). Use a shorter clip.")
+
+    def allows(self, done: int) -> bool:
+        """False when the frame budget is spent and the clip is cut (trim); VideoError when
+        it is spent without trim, or when the job ran out of time."""
+        if self.seconds and time.perf_counter() - self.began > self.seconds:
+            raise VideoError(f"Stylizing {self.name} took longer than the {self.seconds:g} s allowed per clip "
+                             f"here ({done} frames done). Use a shorter clip or a smaller frame size.")
+        if self.frames and done >= self.frames:
+            if not self.trim:
+                self.refuse_frames(done + 1)
+            return False
+        return True
+
+
+def _transcode(av, stylizer, style, source, output, info, size, limit, trim, total, progress, notes, budget):
     inp = _open(source)
     out = av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"})
     try:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
+        vin.codec_context.thread_count = policy.VIDEO_FFMPEG_THREADS
         ain = inp.streams.audio[0] if inp.streams.audio else None
         rate = _rate(vin) or Fraction(25)
         vtb = vin.time_base or Fraction(1, 90000)
@@ -303,7 +361,7 @@ def _transcode(av, stylizer, style, source, output, info, size, limit, trim, tot
         vout.width, vout.height = size
         vout.pix_fmt = "yuv420p"
         vout.codec_context.time_base = vtb  # keep every frame's own timestamp (VFR stays VFR)
-        vout.options = {"crf": str(VIDEO_CRF), "preset": VIDEO_PRESET}
+        vout.options = {"crf": str(VIDEO_CRF), "preset": VIDEO_PRESET, "threads": str(policy.VIDEO_FFMPEG_THREADS)}
 
         audio = _AudioTrack(av, ain, out) if ain is not None else None
         frames_in = _Frames(vin, info.rotation, size)
@@ -322,6 +380,12 @@ def _transcode(av, stylizer, style, source, output, info, size, limit, trim, tot
                 if not trim:
                     _check_length(source.name, when + 1 / float(rate), limit)
                 return False
+            if not budget.allows(state["done"]):
+                return False
+            if state["done"] > when * policy.VIDEO_MAX_FPS * 1.1 + 30:  # frames denser than the rate limit
+                raise VideoError(f"{source.name} packs {state['done'] + 1} frames into its first {when:.2f} s, "
+                                 f"over {policy.VIDEO_MAX_FPS} frames per second. Convert it to "
+                                 f"{policy.VIDEO_MAX_FPS} fps or less and try again.")
             pts = round(when / vtb)
             if state["last_pts"] is not None and pts <= state["last_pts"]:
                 pts = state["last_pts"] + 1  # timestamps must grow: repair duplicates
@@ -372,6 +436,10 @@ def _transcode(av, stylizer, style, source, output, info, size, limit, trim, tot
             notes.append(f"Skipped {errors} damaged packet(s).")
         if ain is None:
             notes.append("The clip has no sound track; the result has none either.")
+        elif not has_audio:
+            notes.append("The clip's sound track could not be read (damaged?); the result has no sound.")
+        elif audio.errors:
+            notes.append(f"Skipped {audio.errors} damaged sound packet(s); the sound has gaps there.")
         duration = state["last_time"] + 1 / float(rate)  # the last frame shows for one nominal frame
         return state["done"], duration, has_audio
     finally:
@@ -411,6 +479,7 @@ class _AudioTrack:
             self.resampler = av.AudioResampler(format="fltp", layout=self.dst.layout, rate=rate)
         self.out = out
         self.past_limit = False
+        self.errors = 0  # sound packets that could not be decoded
 
     def add(self, packet, t0: float, limit: float | None) -> None:
         tb = self.src.time_base
@@ -431,6 +500,7 @@ class _AudioTrack:
         try:
             frames = packet.decode()
         except self.av.error.FFmpegError:
+            self.errors += 1
             return
         for frame in frames:
             when = float(frame.pts * tb) - t0 if frame.pts is not None else None

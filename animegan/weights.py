@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import pickle
 import re
@@ -20,6 +21,8 @@ from .models.onnx import OnnxGenerator, OnnxModelError
 from .models.registry import CONFIG, WEIGHTS, ConfigError, architectures, build, is_model_folder, read_config
 from .settings import Settings
 from .styles import Style, get_style
+
+log = logging.getLogger("animegan")
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
@@ -68,15 +71,41 @@ def _from_url(style: Style, hub_cache: Path | None) -> Path:
     key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
     target = Path(hub_cache or constants.HF_HUB_CACHE) / "animegan-urls" / key / Path(style.url).name
     if target.is_file():
-        return target
+        if _pinned_ok(style, target):
+            return target
+        target.unlink(missing_ok=True)  # a changed or damaged copy: fetch it again
     if _env_flag("HF_HUB_OFFLINE"):
         raise FileNotFoundError(f"offline mode (HF_HUB_OFFLINE) and {style.url} is not cached")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + ".part")
     with open(partial, "wb") as f:
         http_get(style.url, f, displayed_filename=target.name)
+    if not _pinned_ok(style, partial):
+        got = file_sha256(partial)
+        partial.unlink(missing_ok=True)
+        raise WeightsError(f"the file at {style.url} is not the pinned one (sha256 {got[:16]}..., "
+                           f"expected {style.sha256[:16]}...); it was not used")
     partial.replace(target)
     return target
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pinned_ok(style: Style, path: Path) -> bool:
+    """True when ``path`` matches the style's pinned sha256, or when nothing is pinned
+    (then a warning says the file was not checked)."""
+    if style.sha256 is None:
+        log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
+                    style.name, style.url)
+        return True
+    return file_sha256(path) == style.sha256
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -18,6 +19,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}  # URL path -> content
         self.status: int | None = None
+        self.delay = 0.0  # seconds every GET waits before answering (a slow network)
+        self.gets_started = 0
         self.requests: list[tuple[str, str]] = []
         hub = self
 
@@ -61,6 +64,8 @@ class FakeHub:
                 self._serve(body=False)
 
             def do_GET(self) -> None:
+                hub.gets_started += 1
+                time.sleep(hub.delay)
                 self._serve(body=True)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

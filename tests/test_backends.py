@@ -296,3 +296,78 @@ def test_nothing_happens_at_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "[]"
+
+
+# -- the int8 cache checks itself (issue 11, item 3) -------------------------------------------
+def _flip_weights_same_size(folder: Path) -> None:
+    """Overwrite part of model.bin with other bytes of the same size (as a bad disk or a person might)."""
+    data = bytearray((folder / "model.bin").read_bytes())
+    half = len(data) // 2
+    data[half:half + 4096] = bytes(reversed(data[half:half + 4096]))
+    (folder / "model.bin").write_bytes(bytes(data))
+
+
+def _flip_weights_and_fix_the_hash(folder: Path) -> None:
+    """The same, with meta.json's hash updated: only the one-photo check can tell."""
+    import json
+
+    blob = np.frombuffer((folder / "model.bin").read_bytes(), dtype=np.uint8).copy()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(blob.size, size=blob.size // 5, replace=False)
+    blob[idx] = rng.integers(0, 256, size=idx.size, dtype=np.uint8)
+    (folder / "model.bin").write_bytes(blob.tobytes())
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"] = ovb._file_hashes(folder)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "weights overwritten, same size": _flip_weights_same_size,
+    "weights overwritten, hash updated": _flip_weights_and_fix_the_hash,
+    "model.bin truncated": lambda f: (f / "model.bin").write_bytes((f / "model.bin").read_bytes()[:1000]),
+    "meta.json invalid": lambda f: (f / "meta.json").write_text("{not json"),
+    "meta.json missing": lambda f: (f / "meta.json").unlink(),
+    "model.xml deleted": lambda f: (f / "model.xml").unlink(),
+}
+
+
+@pytest.fixture(scope="module")
+def small_int8(model, tmp_path_factory):
+    """An int8 artefact built once at 96 px (seconds), copied fresh for each damage."""
+    cache = tmp_path_factory.mktemp("int8-pristine")
+    ovb.load_or_build_int8(model, cache, side=96)
+    return cache
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, small_int8, tmp_path, damage):
+    import shutil
+
+    cache = tmp_path / "hub"
+    shutil.copytree(small_int8, cache)
+    x, ref = reference
+    assert backends.psnr(ovb.load_cached_int8(model, cache)(x), ref) >= backends.MIN_PSNR  # intact: used
+    DAMAGE[damage](ovb.artefact_dir(model, cache))
+    with pytest.raises(ovb.DamagedArtefact):
+        ovb.load_cached_int8(model, cache)
+
+
+def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, reference, small_int8, tmp_path):
+    """The damaged folder is still there when the new one is ready: it is replaced, not kept."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    shutil.copytree(small_int8, cache)
+    folder = ovb.artefact_dir(model, cache)
+    DAMAGE["model.xml deleted"](folder)
+    builds = ovb.BUILDS["openvino-int8"]
+    auto = AutoBackend(model, hub_cache=cache, calibration_side=96, background=True)
+    assert auto.name == "torch-fp32"  # serving at once, on float32, while it rebuilds
+    x, ref = reference
+    assert backends.psnr(auto(x), ref) > 70
+    assert auto.ready.wait(180)
+    assert ovb.BUILDS["openvino-int8"] == builds + 1 and auto.name == "openvino-int8", auto.notes
+    assert backends.psnr(auto(x), ref) >= backends.MIN_PSNR
+    again = ovb.load_cached_int8(model, cache)  # as after a restart: the rebuilt folder passes its checks
+    assert again is not None and backends.psnr(again(x), ref) >= backends.MIN_PSNR
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no leftovers beside it

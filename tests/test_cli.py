@@ -57,7 +57,8 @@ def test_never_overwrites_an_input(tmp_path, weights_dir):
     proc = run_cli("cat.png", "-o", ".", "--suffix", "", "--max-side", "64", weights_dir=weights_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cat.png").read_bytes() == before
-    assert Image.open(tmp_path / "cat_anime_out.png").size == (64, 43)
+    assert Image.open(tmp_path / "cat_2.png").size == (64, 43)
+    assert "cat_2.png (its usual name is an input" in proc.stderr
 
 
 def test_weights_file_option(tmp_path):
@@ -94,3 +95,66 @@ def test_the_automatic_backend_end_to_end(tmp_path, weights_dir):
     assert proc.returncode == 0, proc.stderr
     assert "backend torch-fp32" in proc.stderr or "backend openvino-int8" in proc.stderr
     assert (tmp_path / "chelsea_anime.png").is_file()
+
+
+# -- the command line never destroys a file (issue 11, item 4) -------------------------------
+def _small(path, color=(200, 120, 90)):
+    Image.new("RGB", (40, 32), color).save(path)
+    return path.read_bytes()
+
+
+def test_an_input_named_like_another_inputs_output_is_neither_overwritten_nor_restylized(tmp_path, weights_dir):
+    a = _small(tmp_path / "a.png")
+    a_anime = _small(tmp_path / "a_anime.png", (20, 40, 200))
+    proc = run_cli(tmp_path, "-o", tmp_path, weights_dir=weights_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "a.png").read_bytes() == a and (tmp_path / "a_anime.png").read_bytes() == a_anime
+    assert (tmp_path / "a_anime_2.png").is_file() and (tmp_path / "a_anime_anime.png").is_file()
+    assert "a_anime_2.png (its usual name is an input" in proc.stderr
+    assert "2 of 2 photo(s) written" in proc.stderr
+
+
+def test_a_symlink_at_the_output_name_is_replaced_not_followed(tmp_path, weights_dir):
+    _small(tmp_path / "cat.png")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cat_anime.png").symlink_to(precious)
+    proc = run_cli(tmp_path / "cat.png", "-o", out, weights_dir=weights_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert precious.read_text() == "keep me"
+    assert not (out / "cat_anime.png").is_symlink() and Image.open(out / "cat_anime.png").size == (40, 32)
+    assert [p.name for p in out.iterdir()] == ["cat_anime.png"]  # no temporary file left
+
+
+def test_a_suffix_that_is_a_path_is_refused(tmp_path, weights_dir):
+    _small(tmp_path / "cat.png")
+    proc = run_cli(tmp_path / "cat.png", "-o", tmp_path / "out" / "deep", "--suffix", "/../../escaped",
+                   weights_dir=weights_dir)
+    assert proc.returncode == 2 and "not a plain name suffix" in proc.stderr
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+def test_inputs_sharing_a_name_get_one_output_each(tmp_path, weights_dir):
+    for folder, name in (("a", "x.jpg"), ("a", "x.png"), ("b", "x.png")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        _small(tmp_path / folder / name)
+    out = tmp_path / "out"
+    proc = run_cli(tmp_path / "a" / "x.jpg", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "-o", out,
+                   weights_dir=weights_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["x_2_anime.png", "x_jpg_anime.png", "x_png_anime.png"]
+    assert "3 of 3 photo(s) written" in proc.stderr
+
+
+def test_a_failure_while_saving_is_reported_and_the_batch_goes_on(tmp_path, weights_dir):
+    Image.new("RGB", (16400, 16), (90, 90, 90)).save(tmp_path / "wide.png")  # wider than WebP allows
+    _small(tmp_path / "small.png")
+    out = tmp_path / "out"
+    proc = run_cli(tmp_path / "wide.png", tmp_path / "small.png", "-o", out, "--format", "webp",
+                   "--max-side", "0", weights_dir=weights_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "skipped" in proc.stderr and "16383" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "small_anime.webp").is_file() and not (out / "wide_anime.webp").exists()
+    assert "1 of 2 photo(s) written" in proc.stderr and not [p for p in out.iterdir() if ".part" in p.name]

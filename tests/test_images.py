@@ -151,3 +151,51 @@ def test_conversions_are_the_published_demos(astro):
     demo_out = to_pil_image((torch.from_numpy(y)[0] * 0.5 + 0.5).clip(0, 1))  # truncates, as the demo does
     assert np.array_equal(np.asarray(from_array(y)), np.asarray(demo_out))
     assert np.abs(np.asarray(from_array(x), int) - np.asarray(astro, int)).max() <= 1
+
+
+# -- odd files are said, not guessed (issue 11, item 5) ------------------------------------
+def _frames(fmt: str, **kw) -> bytes:
+    first, second = Image.new("RGB", (48, 40), (200, 30, 30)), Image.new("RGB", (48, 40), (30, 30, 200))
+    buf = io.BytesIO()
+    first.save(buf, fmt, save_all=True, append_images=[second], **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,kind", [("GIF", "frames"), ("WEBP", "frames"), ("TIFF", "pages")])
+def test_animated_and_multi_page_images_use_the_first_frame_and_say_so(fmt, kind):
+    d = decode(_frames(fmt, **({"lossless": True} if fmt == "WEBP" else {})))
+    r, g, b = np.asarray(d.rgb, float).reshape(-1, 3).mean(axis=0)
+    assert r > 150 and b < 80  # the first (red) frame
+    assert d.notes == [f"The file holds 2 {kind}; only the first was used."]
+    assert decode(_png(Image.new("RGB", (48, 40)))).notes == []
+
+
+def test_the_note_reaches_the_result(tmp_path):
+    from animegan import Stylizer
+    from animegan.settings import Settings
+
+    stylizer = Stylizer(settings=Settings(backend="torch-fp32"), weights_file=_proxy())
+    result = stylizer.run(_frames("GIF"))
+    assert "The file holds 2 frames; only the first was used." in result.notes
+
+
+def _proxy():
+    from pathlib import Path
+
+    return Path(__file__).parent / "data" / "proxy_toon.pt"
+
+
+def test_a_float_tiff_holding_nan_is_refused():
+    arr = np.full((40, 48), 0.5, dtype=np.float32)
+    arr[3, 4] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(arr, "F").save(buf, "TIFF")
+    with pytest.raises(ImageError, match="NaN"):
+        decode(buf.getvalue())
+
+
+def test_an_image_over_the_pixel_limit_is_refused_as_too_large_not_as_damaged():
+    big = _png(Image.new("L", (8000, 5100)), compress_level=1)  # 40.8 MP of zeros: a few kB
+    with pytest.raises(ImageError, match="over the limit of 40 megapixels") as info:
+        decode(big)
+    assert "damaged" not in str(info.value)

@@ -294,3 +294,44 @@ def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
             page.screenshot(path=str(SCREENSHOTS / "live_tab_face.png"))
         finally:
             browser.close()
+
+
+# -- live limits the client cannot reset (issue 11, item 6) -----------------------------------------
+def test_live_time_is_counted_per_client_across_restarts_and_sessions(stylizer):
+    engine = live.LiveStylizer(stylizer, side=128, time_limit=0.6)
+    frame = marked_frame(3, size=(160, 120))
+
+    def stream(clients, seconds):
+        """Frames every 0.15 s, each as a fresh start (session=None): what a client that
+        reloads the page or sends no session would do. Returns the seconds served."""
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            try:
+                engine.process(None, frame, clients=clients)
+            except live.LiveLimitReached as exc:
+                return time.monotonic() - start, str(exc)
+            time.sleep(0.15)
+        return seconds, None
+
+    served, said = stream(("session:a", "address:10.0.0.1"), 3)
+    assert said is not None and served < 1.5, "restarting the webcam must not reset the allowance"
+    assert "in the last 10 minutes" in said and "Try again in" in said
+    # another session from the same address: served, until the address's share (4 x 0.6 s) is used
+    served, said = stream(("session:b", "address:10.0.0.1"), 6)
+    assert said is not None and served < 3.5
+    # someone else is served at once
+    _, result = engine.process(None, frame, clients=("session:c", "address:10.0.0.2"))
+    assert result.processed
+
+
+def test_a_huge_live_frame_is_refused_from_its_header(stylizer):
+    import io
+
+    engine = live.LiveStylizer(stylizer, side=128)
+    buf = io.BytesIO()
+    Image.new("L", (6300, 6300)).save(buf, "PNG")  # 39.7 MP: under the photo limit, over the live one
+    with pytest.raises(Exception, match="over the limit of 17 megapixels"):
+        engine.process(None, buf.getvalue())
+    big = Image.new("RGB", (4000, 3000), (120, 90, 60))  # 12 MP, accepted: shrunk before faces are looked for
+    _, result = engine.process(None, big, face_crop=True)
+    assert result.processed and result.image.size == (128, 128)

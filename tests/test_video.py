@@ -6,8 +6,12 @@ The clips are made here with PyAV from the real photos, with a 440 Hz sine as so
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +247,85 @@ def test_video_tab_in_chromium(server, clip):
             page.screenshot(path=str(screenshots / "video_tab.png"))
         finally:
             browser.close()
+
+
+# -- bounded work per clip (issue 11, item 1) ---------------------------------------------------
+def frame_bomb(path: Path, count: int = 400) -> Path:
+    """``count`` tiny frames a hundred-thousandth of a second apart: a few kB, thousands of fps."""
+    import av
+
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=Fraction(25))
+    v.width = v.height = 32
+    v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast"}
+    v.codec_context.time_base = Fraction(1, 100000)
+    black = np.zeros((32, 32, 3), np.uint8)
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(black, format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 100000)
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+    return path
+
+
+def test_api_refuses_a_frame_bomb_at_once(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bomb = frame_bomb(tmp_path / "bomb.mp4")
+    start = time.perf_counter()
+    with pytest.raises(AppError, match="frames per second; the limit is 60"):
+        client.predict(handle_file(str(bomb)), "face_paint_512_v2", 256, False, api_name="/stylize_video")
+    assert time.perf_counter() - start < 3  # an upload and a header read, no frame stylized
+
+
+def test_cli_refuses_frame_bombs_a_raw_stream_and_a_huge_frame(tmp_path, weights_dir):
+    frame_bomb(tmp_path / "bomb.mp4")
+    frame_bomb(tmp_path / "bomb.mkv")  # Matroska keeps no frame count: caught while decoding
+    write_clip(tmp_path / "raw.mp4", photo_frames((64, 48), 20, FPS), FPS, container="h264")
+    write_clip(tmp_path / "huge.mp4", [np.zeros((2400, 4400, 3), np.uint8)] * 2, FPS)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", ANIMEGAN_WEIGHTS_DIR=str(weights_dir))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "animegan", *(str(tmp_path / n) for n in
+                           ("bomb.mp4", "bomb.mkv", "raw.mp4", "huge.mp4")), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"bomb.mp4 runs at \d{4,} frames per second; the limit is 60", proc.stderr)
+    assert re.search(r"bomb.mkv packs 3\d frames into its first 0.00 s", proc.stderr)
+    assert "raw.mp4 is a raw video stream without a container" in proc.stderr
+    assert "huge.mp4 has 4400 x 2400 frames; the largest accepted is 4K" in proc.stderr
+    assert "0 of 4 clip(s) written" in proc.stderr
+    assert time.perf_counter() - start < 60  # (mostly the interpreter starting on a shared machine)
+
+
+def test_a_job_over_its_time_limit_stops_with_a_message(stylizer, tmp_path):
+    path = write_clip(tmp_path / "c.mp4", photo_frames((64, 48), 10, FPS), FPS)
+    with pytest.raises(VideoError, match="took longer than the 0.05 s allowed per clip"):
+        stylize_video(stylizer, path, tmp_path / "o.mp4", max_job_seconds=0.05)
+    assert not list(tmp_path.glob("*o*.mp4"))
+
+
+def test_a_damaged_sound_track_is_said_not_passed_off_as_silence(stylizer, tmp_path):
+    import av
+
+    src = write_clip(tmp_path / "snd.mkv", photo_frames((64, 48), 20, FPS), FPS, audio_seconds=2.0, audio_codec="mp3")
+    damaged = tmp_path / "damaged.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as inp, av.open(str(damaged), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            target = streams[packet.stream.index]
+            if packet.stream.type == "audio":  # the sound's bytes replaced by noise, the timing kept
+                noise = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
+                packet = noise
+            packet.stream = target
+            out.mux(packet)
+    result = stylize_video(stylizer, damaged, tmp_path / "out.mp4")
+    assert not result.has_audio
+    assert "The clip's sound track could not be read (damaged?); the result has no sound." in result.notes

@@ -179,3 +179,60 @@ def test_a_user_style_from_a_local_file(tmp_path):
         assert resolve("mine") == PROXY_WEIGHTS
     with pytest.raises(ValueError, match="needs a local path"):
         register_style("nothing")
+
+
+# -- pinned weights (issue 11, item 7) --------------------------------------------------------
+def test_a_url_file_that_is_not_the_pinned_one_is_refused_and_not_kept(hub):
+    import hashlib
+
+    from animegan.weights import file_sha256
+
+    url = hub.add_url_file("/somewhere/weights/pinned.pt", PROXY_BYTES)
+    good = hashlib.sha256(PROXY_BYTES).hexdigest()
+    with user_style("pinned_ok", url=url, sha256=good):
+        path = resolve("pinned_ok")
+        assert file_sha256(path) == good
+        path.write_bytes(PROXY_BYTES[:-10] + b"0123456789")  # the cached copy changed on disk
+        assert resolve("pinned_ok").read_bytes() == PROXY_BYTES  # fetched again, checked
+    with user_style("pinned_bad", url=url, sha256="0" * 64):
+        with pytest.raises(WeightsError, match="not the pinned one"):
+            resolve("pinned_bad")
+        assert not list(path.parent.parent.glob("*/pinned.pt*")) or all(
+            p.read_bytes() == PROXY_BYTES for p in path.parent.parent.glob("*/pinned.pt*"))
+
+
+def test_every_published_style_is_pinned_or_says_it_is_not():
+    for style in STYLES.values():
+        if style.repo_id:
+            assert style.revision and len(style.revision) == 40, style.name  # a commit, not a branch
+        if style.url:
+            assert "sha256" in {f for f in type(style).__dataclass_fields__}
+            assert style.sha256 is None or len(style.sha256) == 64, style.name
+
+
+def test_a_loaded_style_does_not_wait_behind_another_styles_download(hub, tmp_path):
+    """Issue 11, item 9: the model-loading lock is not held during a download."""
+    import threading
+    import time
+
+    from animegan import Stylizer
+    from animegan.settings import Settings
+
+    url = hub.add_url_file("/slow/weights/slow.pt", PROXY_BYTES)
+    hub.delay = 3.0
+    stylizer = Stylizer(settings=Settings(backend="torch-fp32", hub_cache=tmp_path / "cache"),
+                        weights_file=PROXY_WEIGHTS)
+    stylizer.backend()
+    with user_style("slow_style", url=url):
+        slow = threading.Thread(target=stylizer.backend, args=("slow_style",), daemon=True)
+        slow.start()
+        deadline = time.monotonic() + 5
+        while hub.gets_started == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        stylizer.backend()
+        waited = time.perf_counter() - start
+        assert slow.is_alive()  # still downloading
+        slow.join(10)
+    assert waited < 0.5, f"waited {waited:.1f} s behind another style's download"
+    assert stylizer.is_loaded("slow_style")

@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from ..settings import Settings
+from .limits import BodyLimit
 from .live_tab import add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
 from .photo import App, photo_tab
 from .video_tab import add_video_tab
 
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
+MAX_UPLOAD_BYTES = 100 * 1000 * 1000  # the same, for the body limit in front of /upload
 
 
 def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
@@ -26,8 +29,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     settings = app.settings
     if check_weights:
         app.check_weights()
-    # delete_cache: live frames and clips leave files in Gradio's cache; drop them after an hour
-    with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(3600, 3600)) as demo:
+    # delete_cache: uploads, live frames, results and clips land in Gradio's cache; they are
+    # deleted once older than cache_minutes (checked every minute) and all at shutdown
+    age = max(60, round(settings.cache_minutes * 60))
+    with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(min(60, age), age)) as demo:
         gr.HTML(HEADER)
         notice_text = app.notice()
         notice = gr.Markdown(notice_text, visible=bool(notice_text), elem_id="notice")
@@ -35,9 +40,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
-            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, **choices)
-            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds, **choices)
-        gr.Markdown(footer(), elem_id="footer")
+            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window, **choices)
+            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
+                          max_job_seconds=settings.video_max_job_seconds, **choices)
+        gr.Markdown(footer(age / 60), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
         c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
@@ -69,7 +75,8 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     """Queue sized for 2 vCPU, then serve (host/port from GRADIO_SERVER_NAME/PORT)."""
     settings = getattr(demo, "animegan_settings", None) or Settings.from_env()
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES)
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
-                                max_file_size=MAX_FILE_SIZE)
+                                max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]})
     options.update(kwargs)
     return demo.launch(**options)

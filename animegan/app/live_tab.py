@@ -11,7 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import live, policy
-from .photo import to_gradio_error
+from .photo import image_source, to_gradio_error
 
 LIVE_STREAM_EVERY = 0.1  # seconds between webcam frames sent by the browser
 LIVE_CONCURRENCY = 4  # visitors streaming at once (frames still run one at a time)
@@ -27,6 +27,7 @@ def add_live_tab(
     stream_every: float = LIVE_STREAM_EVERY,
     concurrency_limit: int = LIVE_CONCURRENCY,
     label: str = "Live webcam",
+    window: float = live.DEFAULT_WINDOW,
 ) -> dict:
     """A tab that streams the webcam through the style and back at a reduced size.
 
@@ -38,27 +39,31 @@ def add_live_tab(
     a frame that arrives while another is being stylized gets no image and a status that
     starts with "dropped (busy)"). Returns the components.
     """
-    engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit)
+    engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit, window=window)
 
-    def run(frame, session, style, size, face):
+    def run(frame, session, style, size, face, request):
+        # preprocess=False: the frame arrives as an upload (path) or data URL, and the engine
+        # reads its size from the header before decoding it (no decoding by Gradio first)
+        frame = image_source(frame) if frame is not None else None
         try:
-            session, result = engine.process(session, frame, style, size, face_crop=face)
+            session, result = engine.process(session, frame, style, size, face_crop=face,
+                                             clients=client_keys(request))
         except live.LiveLimitReached as exc:
             raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
         except Exception as exc:
             raise to_gradio_error(exc) from None
         return session, result
 
-    def on_stream(frame, session, style, size, face):
-        session, result = run(frame, session, style, size, face)
+    def on_stream(frame, session, style, size, face, request: gr.Request):
+        session, result = run(frame, session, style, size, face, request)
         if not result.processed:  # dropped: leave the picture as it is, send nothing
             return gr.skip(), gr.skip(), session
         return result.image, result.status, session
 
-    def on_frame(frame, session, style, size, face):
+    def on_frame(frame, session, style, size, face, request: gr.Request):
         if frame is None:
             raise gr.Error("No frame received; send an image.", print_exception=False)
-        session, result = run(frame, session, style, size, face)
+        session, result = run(frame, session, style, size, face, request)
         if not result.processed:  # no new picture: say so rather than send the last one again
             return None, "dropped (busy) · " + result.status, session
         return result.image, result.status, session
@@ -85,9 +90,27 @@ def add_live_tab(
         state = gr.State(None)
         cam.stream(on_stream, [cam, state, style, size, face], [out, status, state], api_name="live",
                    stream_every=stream_every, time_limit=int(time_limit) + 5,
-                   concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden")
+                   concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden",
+                   preprocess=False)
         api_button = gr.Button("Stylize one frame", visible=False)
         api_button.click(on_frame, [cam, state, style, size, face], [out, status, state], api_name="stylize_frame",
-                         concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden")
+                         concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden",
+                         preprocess=False)
     return {"webcam": cam, "output": out, "status": status, "style": style, "size": size, "face": face,
             "engine": engine}
+
+
+def client_keys(request: gr.Request | None) -> tuple[str, ...]:
+    """Who is asking, as the live limits count it: the Gradio session and the address
+    (behind a proxy such as a Space's, the address the proxy saw: the last X-Forwarded-For
+    entry, which the client cannot choose)."""
+    if request is None:
+        return ()
+    keys = []
+    if getattr(request, "session_hash", None):
+        keys.append(f"session:{request.session_hash}")
+    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
+    host = forwarded or (request.client.host if request.client else "")
+    if host:
+        keys.append(f"address:{host}")
+    return tuple(keys)

@@ -73,11 +73,15 @@ FORCE_LIGHT_JS = """
 """
 
 
-def footer() -> str:
+def footer(minutes: float = 10) -> str:
     return (
         "Model: **AnimeGANv2** by Xin Chen, Gang Liu and Gang Chen · PyTorch port and weights by "
         "[bryandlee/animegan2-pytorch](https://github.com/bryandlee/animegan2-pytorch) (MIT licence) · "
         "Weights via the [Hugging Face Hub](https://huggingface.co/akhaliq/AnimeGANv2-pytorch).\n\n"
         "Example photos: scikit-image sample data, public domain / CC0 (NASA, SpaceX, Lav Varshney, "
-        "Stefan van der Walt, Rachel Michetti). Your photos are processed on this server and not stored."
+        "Stefan van der Walt, Rachel Michetti).\n\n"
+        "**Your files:** photos, webcam frames and clips are processed on this server and kept only "
+        f"in its temporary cache, so that your browser can show and download the results: every upload "
+        f"and result is deleted within about {minutes:g} minutes, and all of them when the server stops. "
+        "Nothing is shared, logged or used for anything else."
     )

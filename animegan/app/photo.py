@@ -14,7 +14,7 @@ import gradio as gr
 from PIL import Image, ImageOps
 
 from .. import images, policy
-from ..errors import user_message
+from ..errors import public, user_message
 from ..settings import Settings
 from ..styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, Style, licence_markdown, visible_styles
 from ..stylizer import Result, Stylizer
@@ -41,7 +41,7 @@ def to_gradio_error(exc: BaseException) -> gr.Error:
         log.exception("stylizing failed", exc_info=exc)
         return gr.Error(f"Something went wrong while stylizing ({type(exc).__name__}). Please try again.",
                         print_exception=False)
-    return gr.Error(said.text, title=said.title, print_exception=False)
+    return gr.Error(public(said.text), title=said.title, print_exception=False)
 
 
 def check_style(name: Any, allowed: dict[str, Style] | None = None, default: str | None = DEFAULT_STYLE) -> str | None:
@@ -116,7 +116,8 @@ class App:
         for future in done:
             exc = future.exception()
             if exc is not None:
-                self.unavailable[futures[future]] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("at start, %s: %s", futures[future], exc)
+                self.unavailable[futures[future]] = public(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         default = self.default_style() if self.default_style() not in self.unavailable else next(
             (n for n in self.styles if n not in self.unavailable), None)
         if default is not None:
@@ -124,7 +125,8 @@ class App:
                 self.stylizer.backend(default)
                 self.stylizer.run_array(default, Image.new("RGB", (64, 64), (200, 160, 170)))
             except Exception as exc:  # a broken file: say so on the page, keep starting
-                self.unavailable[default] = str(exc).splitlines()[0]
+                log.warning("style %s: %s", default, exc)
+                self.unavailable[default] = public(str(exc).splitlines()[0])
         for name, why in self.unavailable.items():
             self._failed_at[name] = time.monotonic()
             log.warning("style %s is unavailable: %s", name, why)
@@ -234,7 +236,7 @@ class App:
         except WeightsError as exc:
             name = next((n for n in used if not self.stylizer.is_loaded(n)), style)
             log.warning("weights for %s: %s", name, exc)
-            self.unavailable[name] = str(exc).splitlines()[0]
+            self.unavailable[name] = public(str(exc).splitlines()[0])
             self._failed_at[name] = time.monotonic()
             raise self._unavailable_error(name) from None
         except gr.Error:

@@ -6,9 +6,11 @@ a time (concurrency id "video"): its frames take turns with photos anyway.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -21,20 +23,30 @@ VIDEO_CONCURRENCY = 1
 
 
 class _Outputs:
-    """Result clips live in temporary folders; keep the last few, delete older ones."""
+    """Result clips are written to temporary folders (Gradio then copies them into its own
+    cache, which it cleans): keep the last few for at most ``max_age`` seconds, and delete
+    all of them when the process exits."""
 
-    def __init__(self, keep: int = 8) -> None:
-        self.folders: deque[Path] = deque()
+    def __init__(self, keep: int = 8, max_age: float = 600.0) -> None:
+        self.folders: deque[tuple[float, Path]] = deque()
         self.keep = keep
+        self.max_age = max_age
         self.lock = threading.Lock()
+        atexit.register(self.clear)
 
     def new(self, source: Path) -> Path:
         folder = Path(tempfile.mkdtemp(prefix="animegan-video-"))
+        now = time.monotonic()
         with self.lock:
-            self.folders.append(folder)
-            while len(self.folders) > self.keep:
-                shutil.rmtree(self.folders.popleft(), ignore_errors=True)
+            self.folders.append((now, folder))
+            while len(self.folders) > self.keep or (self.folders and self.folders[0][0] < now - self.max_age):
+                shutil.rmtree(self.folders.popleft()[1], ignore_errors=True)
         return folder / f"{source.stem}_anime.mp4"
+
+    def clear(self) -> None:
+        with self.lock:
+            while self.folders:
+                shutil.rmtree(self.folders.popleft()[1], ignore_errors=True)
 
 
 def add_video_tab(
@@ -44,6 +56,7 @@ def add_video_tab(
     style_choices: list[tuple[str, str]],
     default_style: str,
     max_side: int = policy.VIDEO_SIDE,
+    max_job_seconds: float | None = None,
     concurrency_limit: int = VIDEO_CONCURRENCY,
     label: str = "Video",
 ) -> dict:
@@ -69,7 +82,8 @@ def add_video_tab(
 
         try:
             result = video.stylize_video(stylizer, source, outputs.new(source), style=style or None,
-                                         max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report)
+                                         max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report,
+                                         max_job_seconds=max_job_seconds)
         except Exception as exc:
             raise to_gradio_error(exc) from None
         return str(result.path), " ".join([result.summary(), *result.notes])

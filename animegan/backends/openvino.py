@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -43,8 +44,13 @@ from ..models.onnx import OnnxGenerator
 from .base import BackendUnavailable
 from .fidelity import MIN_PSNR, calibration_photos, psnr
 
+log = logging.getLogger("animegan")
+
 # Bump when the graph or the calibration changes: old artefacts are then rebuilt.
-ARTEFACT_FORMAT = 3
+ARTEFACT_FORMAT = 4  # 4: meta.json holds the files' sha256 and a one-photo check
+CHECK_SIDE = 192  # long side of the photo the artefact is checked on at every load
+CHECK_TOLERANCE = 2.0  # dB the load-time check may fall below the build's own (bf16 vs f32 CPUs)
+ARTEFACT_FILES = ("model.xml", "model.bin")
 BUILDS = {"openvino-int8": 0}  # how many times this process built an artefact
 # a generator: a module, an ONNX file adapted to the package's convention, or an ONNX / IR file
 Source = nn.Module | OnnxGenerator | str | Path
@@ -286,6 +292,47 @@ def _references(source: Source, base: ov.Model, photos: list[np.ndarray], pause:
     return out
 
 
+class DamagedArtefact(RuntimeError):
+    """A cached artefact failed its checks (files, metadata or the one-photo check)."""
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    out = {}
+    for name in ARTEFACT_FILES:
+        digest = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[name] = digest.hexdigest()
+    return out
+
+
+def _check_photo_psnr(source: Source, backend: OpenVINOBackend, base: ov.Model | None = None) -> float:
+    """PSNR of ``backend`` against float32 on one calibration photo at CHECK_SIDE."""
+    x = calibration_photos(CHECK_SIDE)[0]
+    if base is None and not isinstance(source, nn.Module):
+        base = to_openvino(source)
+    (ref,) = _references(source, base, [x], _no_pause)
+    with host.INFERENCE_LOCK:
+        return psnr(backend(x), ref)
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Put the finished folder ``tmp`` at ``target`` atomically, replacing a damaged one."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=".old-", dir=target.parent))
+        target.rename(old / "artefact")  # a rename onto an existing folder fails, so move it aside
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():  # not another process finishing first: a real failure
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = MIN_PSNR, *,
                no_bf16: bool = False, pause: Callable[[], None] = _no_pause) -> dict:
     """Calibrate on the shipped photos, build the int8 graph, check it against float32
@@ -308,6 +355,8 @@ def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = 
                 scores.append(psnr(check(x), ref))
         if min(scores) >= min_psnr:
             break
+    pause()
+    check_psnr = _check_photo_psnr(source, check, base)
     meta = {
         "format": ARTEFACT_FORMAT,
         "openvino": ov.__version__,
@@ -316,6 +365,7 @@ def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = 
         "min_psnr": round(min(scores), 2),
         "not_int8": list(kept),
         "ranges": ranges,
+        "check": {"side": CHECK_SIDE, "psnr": round(check_psnr, 3)},
         "build_seconds": round(time.perf_counter() - start, 1),
     }
     pause()
@@ -323,11 +373,9 @@ def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = 
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
         ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+        meta["files"] = _file_hashes(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: use theirs
-            pass
+        _install(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     BUILDS["openvino-int8"] += 1
@@ -338,19 +386,50 @@ _BUILD_LOCK = threading.Lock()
 
 
 def load_cached_int8(source: Source, hub_cache: Path, *, no_bf16: bool = False) -> OpenVINOBackend | None:
-    """The int8 backend from the disk cache, or None when it has not been built yet."""
+    """The int8 backend from the disk cache; None when it has not been built yet.
+
+    Raises :class:`DamagedArtefact` when the folder is there but anything is wrong: a
+    missing or unreadable ``meta.json``, a file whose sha256 is not the one recorded, a
+    model OpenVINO cannot read, or a one-photo check against float32 more than
+    CHECK_TOLERANCE dB under the build's own."""
     target = artefact_dir(source, hub_cache)
-    if not (target / "meta.json").is_file():
+    if not target.exists():
         return None
-    meta = json.loads((target / "meta.json").read_text())
-    return OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"], no_bf16=no_bf16)
+    try:
+        meta = json.loads((target / "meta.json").read_text())
+        recorded, check = meta["files"], meta["check"]
+        if meta.get("format") != ARTEFACT_FORMAT or check.get("side") != CHECK_SIDE:
+            raise ValueError("written by another version")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DamagedArtefact(f"meta.json missing or unreadable ({exc})") from None
+    try:
+        found = _file_hashes(target)
+    except OSError as exc:
+        raise DamagedArtefact(f"a file is missing ({exc.strerror}: {Path(exc.filename or '').name})") from None
+    changed = [name for name in ARTEFACT_FILES if recorded.get(name) != found[name]]
+    if changed:
+        raise DamagedArtefact(f"{', '.join(changed)} changed since it was built (sha256 differs)")
+    try:
+        backend = OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"], no_bf16=no_bf16)
+    except Exception as exc:  # openvino raises RuntimeError subclasses for unreadable models
+        raise DamagedArtefact(f"OpenVINO cannot read it ({str(exc).splitlines()[0][:200]})") from None
+    quality = _check_photo_psnr(source, backend)
+    if quality < float(check["psnr"]) - CHECK_TOLERANCE:
+        raise DamagedArtefact(f"its output is {quality:.1f} dB from float32 on the check photo, "
+                              f"{float(check['psnr']):.1f} dB when built")
+    return backend
 
 
 def load_or_build_int8(source: Source, hub_cache: Path, *, side: int = 512, no_bf16: bool = False,
                        pause: Callable[[], None] = _no_pause) -> OpenVINOBackend:
-    """The int8 backend for this generator: from the disk cache, or built once."""
+    """The int8 backend for this generator: from the disk cache, or built once. A damaged
+    cached artefact is removed and rebuilt (the new one replaces it atomically)."""
     with _BUILD_LOCK:
-        backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+        try:
+            backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+        except DamagedArtefact as exc:
+            log.warning("animegan: the cached int8 model is damaged (%s); rebuilding it", exc)
+            backend = None
         if backend is None:
             build_int8(source, artefact_dir(source, hub_cache), side, no_bf16=no_bf16, pause=pause)
             backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import posixpath
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import fsspec
@@ -121,27 +122,35 @@ def list_inputs(src: str, dst: str) -> list[tuple[str, dict]]:
     return sorted(found)
 
 
-def plan_outputs(inputs: list[str], options: Options) -> dict[str, str]:
-    """input -> output (both relative), planned together: inputs that would share an
-    output name (photo.jpg and photo.png) both keep their extension in it, and a name
-    that still clashes, or that is an input itself, gets a number."""
+SUFFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
+
+
+def check_suffix(suffix: str) -> str:
+    """A suffix for output names: letters, digits and ``_ - . +`` only (no folders, no ``..``)."""
+    if not set(suffix) <= SUFFIX_CHARS or ".." in suffix:
+        raise PlanError(f"--suffix {suffix!r} is not a plain name suffix: use letters, digits, '_', '-', "
+                        "'.' or '+' (no '/', no '..'), e.g. _anime.")
+    return suffix
+
+
+def assign_outputs(inputs: list[str], suffix: str, fmt_of: Callable[[str], str], taken: set[str],
+                   ) -> dict[str, str]:
+    """input -> output (both relative paths with "/"), planned together: inputs that would
+    share an output name (photo.jpg and photo.png) both keep their extension in it, and a
+    name that still clashes, or that is in ``taken`` (lower case: the inputs as seen from
+    the output folder), gets a number. ``fmt_of(input)`` is the output's extension."""
+    check_suffix(suffix)
+
     def name(rel: str, with_ext: bool) -> str:
         folder, base = posixpath.split(rel)
         stem, ext = posixpath.splitext(base)
-        fmt = "mp4" if ext.lower() in VIDEO_SUFFIXES else options.format
         stem = f"{stem}_{ext[1:].lower()}" if with_ext else stem
-        return posixpath.join(folder, f"{stem}{options.suffix}.{fmt}")
+        return posixpath.join(folder, f"{stem}{suffix}.{fmt_of(rel)}")
 
     first = defaultdict(list)
     for rel in inputs:
         first[name(rel, False).lower()].append(rel)
-    src_fs, src_root = open_fs(options.src)
-    dst_fs, dst_root = open_fs(options.dst)
-    same_fs = type(src_fs) is type(dst_fs)
-    # Full paths of the inputs, as seen from DST: an output there must never be one of them.
-    full = [src_root] if src_fs.isfile(src_root) else [join(src_root, rel) for rel in inputs]
-    taken = {posixpath.relpath(path, dst_root).lower() for path in full} if same_fs else set()
-    taken.add(MANIFEST_NAME.lower())
+    taken = set(taken)
     planned: dict[str, str] = {}
     for rel in inputs:
         out = name(rel, len(first[name(rel, False).lower()]) > 1)
@@ -152,6 +161,23 @@ def plan_outputs(inputs: list[str], options: Options) -> dict[str, str]:
         taken.add(out.lower())  # compared case-blind: DST may be on a case-insensitive file system
         planned[rel] = out
     return planned
+
+
+def plan_outputs(inputs: list[str], options: Options) -> dict[str, str]:
+    """input -> output (both relative), planned together (:func:`assign_outputs`); no
+    output is an input or the manifest."""
+    src_fs, src_root = open_fs(options.src)
+    dst_fs, dst_root = open_fs(options.dst)
+    same_fs = type(src_fs) is type(dst_fs)
+    # Full paths of the inputs, as seen from DST: an output there must never be one of them.
+    full = [src_root] if src_fs.isfile(src_root) else [join(src_root, rel) for rel in inputs]
+    taken = {posixpath.relpath(path, dst_root).lower() for path in full} if same_fs else set()
+    taken.add(MANIFEST_NAME.lower())
+    return assign_outputs(inputs, options.suffix, lambda rel: output_format(rel, options.format), taken)
+
+def output_format(rel: str, photo_format: str) -> str:
+    """The output's extension: mp4 for a clip, else the chosen photo format."""
+    return "mp4" if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES else photo_format
 
 
 def make_plan(options: Options, previous: dict[str, dict], retry_failed: bool = False) -> Plan:
