@@ -215,7 +215,7 @@ STYLES: dict[str, Style] = {
         Style(
             name="portrait_sketch",
             title="Portrait Sketch",
-            description="Pencil-sketch portraits (AnimeGANv3); best with a face crop.",
+            description="Pencil-sketch portraits (AnimeGANv3); best on a framed face (Portrait).",
             size=512,
             credit="AnimeGANv3 'PortraitSketch' by Xin Chen (TensorFlow); ONNX copy by vumichien.",
             repo_id="vumichien/AnimeGANv3_PortraitSketch",
