@@ -69,14 +69,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_source(src: str) -> Source:
     """The generator SRC names: a registered style (its weights resolved as the app does),
     or anything :func:`animegan.weights.load_generator` takes."""
-    from ..styles import STYLES
+    from ..styles import STYLES, licence_markdown
     from ..stylizer import Stylizer
-    from ..weights import load_generator
+    from ..weights import load_model
 
     if src in STYLES:
         style = STYLES[src]
-        model = load_generator(Stylizer(src).weights_path(src))
-        return Source(model, f"style {src} ({style.source})", style.credit)
+        model = load_model(Stylizer(src).weights_path(src), style)
+        if not isinstance(model, nn.Module):
+            raise TrainingError(f"Style {src!r} is an ONNX file already; export works on PyTorch generators.")
+        return Source(model, f"style {src} ({style.source})", licence_markdown(style))
     return Source(load_generator(src), src)
 
 
