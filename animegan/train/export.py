@@ -71,7 +71,7 @@ def load_source(src: str) -> Source:
     or anything :func:`animegan.weights.load_generator` takes."""
     from ..styles import STYLES, licence_markdown
     from ..stylizer import Stylizer
-    from ..weights import load_model
+    from ..weights import load_generator, load_model
 
     if src in STYLES:
         style = STYLES[src]
