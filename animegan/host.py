@@ -56,6 +56,17 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), for reports; "this CPU" where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "this CPU"
+
+
 def native_bf16(disabled: bool = False) -> bool:
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), so bf16 is a
     speed-up rather than a slow emulation. Detected at run time, never assumed;

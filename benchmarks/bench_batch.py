@@ -103,13 +103,9 @@ def from_manifest(path: Path, wall: float, workers: int) -> dict:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from animegan.host import cpu_name as name
+
+    return name()
 
 
 def main() -> None:

@@ -210,16 +210,6 @@ The animegan code is MIT-licensed; the weights' terms are their owners' (above).
 """
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "this CPU"
-
-
 def export(src: str, kind: str, out: str | Path, *, timing: bool = True) -> tuple[Path, dict]:
     """Write the export into ``out`` (an empty or new folder); returns it and the facts."""
     out = Path(out)
@@ -230,7 +220,9 @@ def export(src: str, kind: str, out: str | Path, *, timing: bool = True) -> tupl
     out.mkdir(parents=True, exist_ok=True)
     facts = EXPORTERS[kind](model, out)
     if timing:
-        facts["seconds_512"], facts["cpu"] = time_512(kind, model, out), _cpu_name()
+        from ..host import cpu_name
+
+        facts["seconds_512"], facts["cpu"] = time_512(kind, model, out), cpu_name()
     (out / "README.md").write_text(model_card(source, kind, facts))
     (out / "export.json").write_text(json.dumps({"source": source.origin, "kind": kind, **facts}, indent=1))
     return out, facts
