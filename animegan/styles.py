@@ -158,7 +158,8 @@ STYLES: dict[str, Style] = {
             title="Paprika",
             description="Painterly scenes in the colours of Satoshi Kon's Paprika.",
             size=512,
-            credit="AnimeGANv2 'Paprika' by Xin Chen et al., converted to PyTorch by bryandlee (MIT).",
+            credit="AnimeGANv2 'Paprika' by Xin Chen et al., converted to PyTorch by bryandlee "
+                   "(the port's code is MIT; the weights are for non-commercial use only).",
             url=_GITHUB + "paprika.pt",
             sha256=_UNPINNED,
             is_face_model=False,

@@ -75,8 +75,9 @@ FORCE_LIGHT_JS = """
 
 def footer(minutes: float = 10) -> str:
     return (
-        "Model: **AnimeGANv2** by Xin Chen, Gang Liu and Gang Chen · PyTorch port and weights by "
-        "[bryandlee/animegan2-pytorch](https://github.com/bryandlee/animegan2-pytorch) (MIT licence) · "
+        "Model: **AnimeGANv2** by Xin Chen, Gang Liu and Gang Chen · PyTorch port by "
+        "[bryandlee/animegan2-pytorch](https://github.com/bryandlee/animegan2-pytorch) (its code under the "
+        "MIT licence; each style's weights have their own terms, shown under the style picker) · "
         "Weights via the [Hugging Face Hub](https://huggingface.co/akhaliq/AnimeGANv2-pytorch).\n\n"
         "Example photos: scikit-image sample data, public domain / CC0 (NASA, SpaceX, Lav Varshney, "
         "Stefan van der Walt, Rachel Michetti).\n\n"
