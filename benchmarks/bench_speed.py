@@ -251,7 +251,8 @@ def cold_start(folder: Path, threads: int) -> float:
     photo = folder / "cold_512.png"
     Image.open(ROOT / "examples" / "astronaut.png").convert("RGB").save(photo)
     # the same Hub cache the int8 worker filled above, so the artefact is found there
-    env = app_env(wdir, folder / "cold_home", HF_HUB_CACHE=str(Settings.from_env().hub_cache), OMP_NUM_THREADS=str(threads))
+    env = app_env(wdir, folder / "cold_home", HF_HUB_CACHE=str(Settings.from_env().hub_cache),
+                  OMP_NUM_THREADS=str(threads))
     env.pop("ANIMEGAN_BACKEND", None)
     server = AppServer(env, folder / "cold_app.log")
     start = time.perf_counter()
