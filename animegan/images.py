@@ -3,6 +3,7 @@ and convert between images and the generator's [-1, 1] NCHW arrays."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -60,6 +61,23 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def _decoding(name: str):
+    """Pillow's failures while reading ``name`` as the one ImageError a person reads."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name} is not an image Pillow can read. Use a JPEG, PNG, WebP, BMP, GIF or TIFF file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name} is truncated or damaged and cannot be decoded ({exc}).") from None
+
+
 def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open and fully decode ``src``, refusing bombs, non-images and truncated files."""
     if isinstance(src, Image.Image):
@@ -77,31 +95,11 @@ def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         name, fp = path.name, path
     else:
         raise ImageError(f"Cannot read an image from a {type(src).__name__}; pass a path, bytes, PIL image or array.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
-    except UnidentifiedImageError:
-        raise ImageError(
-            f"{name} is not an image Pillow can read. Use a JPEG, PNG, WebP, BMP, GIF or TIFF file."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name} is truncated or damaged and cannot be decoded ({exc}).") from None
+    with _decoding(name):
+        img = Image.open(fp)
     _check_pixels(img.size, max_pixels)  # from the header, before any pixel is decoded
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is far too large to decode safely (a decompression bomb?).") from None
-    except UnidentifiedImageError:
-        raise ImageError(
-            f"{name} is not an image Pillow can read. Use a JPEG, PNG, WebP, BMP, GIF or TIFF file."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name} is truncated or damaged and cannot be decoded ({exc}).") from None
+    with _decoding(name):
+        img.load()
     return img
 
 

@@ -8,7 +8,7 @@ A run folder ``OUT/`` holds:
 - ``checkpoints/last.pt``: everything needed to resume (models, optimizers, grad scaler,
   step, elapsed time, RNG states, the run's settings); written atomically;
 - ``metrics.jsonl``: one JSON object per logged step;
-- ``samples/step_XXXXXX.png`` (and ``samples/latest.png``): a sheet on fixed photos;
+- ``samples/step_<step>.png`` (and ``samples/latest.png``): a sheet on fixed photos;
 - ``run.json``: the settings the run was started with.
 """
 
