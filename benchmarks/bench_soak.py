@@ -33,7 +33,6 @@ import tempfile
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app_helpers import AppServer, app_env  # noqa: E402
+from app_helpers import AppServer, app_env, post  # noqa: E402
+from clips import frame_bomb  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 
@@ -60,21 +60,6 @@ def rss_mb(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory in MB."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def post(url: str, body: bytes, timeout: float = 300) -> tuple[int, str]:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    conn.putrequest("POST", parts.path)
-    conn.putheader("Content-Type", "application/json")
-    conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders()
-    try:
-        conn.send(body)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    response = conn.getresponse()
-    return response.status, response.read().decode(errors="replace")
 
 
 def call(url: str, api: str, data: list, timeout: float = 300) -> tuple[bool, str]:
@@ -111,26 +96,6 @@ def png_bytes(img: Image.Image, level: int = 6) -> bytes:
     return buf.getvalue()
 
 
-def frame_bomb(path: Path, count: int = 3000, side: int = 64) -> Path:
-    import av
-
-    out = av.open(str(path), "w")
-    v = out.add_stream("libx264", rate=Fraction(25))
-    v.width = v.height = side
-    v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast"}
-    v.codec_context.time_base = Fraction(1, 100000)
-    black = np.zeros((side, side, 3), np.uint8)
-    for i in range(count):
-        frame = av.VideoFrame.from_ndarray(black, format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, 100000)
-        for p in v.encode(frame):
-            out.mux(p)
-    for p in v.encode():
-        out.mux(p)
-    out.close()
-    return path
-
-
 class Files:
     """The attack files, made once."""
 
@@ -143,7 +108,7 @@ class Files:
         Image.new("L", (12000, 12000)).save(self.huge_png)  # 144 MP of zeros, ~0.4 MB
         self.live_6300 = folder / "live6300.png"
         Image.new("RGB", (6300, 6300), (150, 120, 100)).save(self.live_6300)  # 39.7 MP
-        self.bomb = frame_bomb(folder / "bomb.mp4")
+        self.bomb = frame_bomb(folder / "bomb.mp4", count=3000, side=64)
         self.text = folder / "notes.png"
         self.text.write_text("not an image")
         self.photos = []

@@ -5,6 +5,7 @@ Used by test_app.py, test_browser.py and benchmarks/bench_app_latency.py.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -215,3 +217,19 @@ def error_toast(page, timeout_ms: int = 60_000) -> str:
     toast = page.locator(".toast-body.error, [data-testid='toast-body']").first
     toast.wait_for(state="visible", timeout=timeout_ms)
     return toast.inner_text()
+
+
+def post(url: str, body: bytes, timeout: float = 60) -> tuple[int, str]:
+    """POST ``body`` as a browser would; the server may answer (413) before it is all sent."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn.putrequest("POST", parts.path)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    try:
+        conn.send(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused early: the answer is already there
+    response = conn.getresponse()
+    return response.status, response.read().decode()

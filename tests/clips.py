@@ -123,3 +123,24 @@ def read_clip(path: Path) -> dict:
             info["audio_seconds"] = samples / rate
             info["audio_rate"] = rate
     return info
+
+
+def frame_bomb(path: Path, count: int = 400, side: int = 32) -> Path:
+    """``count`` tiny frames a hundred-thousandth of a second apart: a few kB, thousands of fps."""
+    import av
+
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=Fraction(25))
+    v.width = v.height = side
+    v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast"}
+    v.codec_context.time_base = Fraction(1, 100000)
+    black = np.zeros((side, side, 3), np.uint8)
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(black, format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 100000)
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+    return path

@@ -5,13 +5,12 @@ visitor reads never holds the server's folders."""
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import time
-import urllib.parse
 
 import numpy as np
 import pytest
+from app_helpers import post
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -23,22 +22,6 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory of a process in MB, from /proc."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def post(url: str, body: bytes) -> tuple[int, str]:
-    """POST ``body`` as a browser would; the server may answer (413) before it is all sent."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    conn.putrequest("POST", parts.path)
-    conn.putheader("Content-Type", "application/json")
-    conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders()
-    try:
-        conn.send(body)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # refused early: the answer is already there
-    response = conn.getresponse()
-    return response.status, response.read().decode()
 
 
 def noise_png(side: int) -> bytes:

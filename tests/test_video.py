@@ -10,12 +10,10 @@ import re
 import subprocess
 import sys
 import time
-from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
-from clips import photo_frames, read_clip, write_clip
+from clips import frame_bomb, photo_frames, read_clip, write_clip
 from conftest import ROOT, photo
 from PIL import Image
 
@@ -250,27 +248,6 @@ def test_video_tab_in_chromium(server, clip):
 
 
 # -- bounded work per clip (issue 11, item 1) ---------------------------------------------------
-def frame_bomb(path: Path, count: int = 400) -> Path:
-    """``count`` tiny frames a hundred-thousandth of a second apart: a few kB, thousands of fps."""
-    import av
-
-    out = av.open(str(path), "w")
-    v = out.add_stream("libx264", rate=Fraction(25))
-    v.width = v.height = 32
-    v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast"}
-    v.codec_context.time_base = Fraction(1, 100000)
-    black = np.zeros((32, 32, 3), np.uint8)
-    for i in range(count):
-        frame = av.VideoFrame.from_ndarray(black, format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, 100000)
-        for p in v.encode(frame):
-            out.mux(p)
-    for p in v.encode():
-        out.mux(p)
-    out.close()
-    return path
-
-
 def test_api_refuses_a_frame_bomb_at_once(client, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
