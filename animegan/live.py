@@ -141,6 +141,7 @@ class LiveSession:
     smoother: BoxSmoother = field(default_factory=BoxSmoother)
     face_frames: int = 0
     note: str = ""
+    steady: object | None = None  # the session's animegan.steady.Stabilizer, while "steady" is on
 
     def fps(self) -> float:
         """Processed frames per second over the last few seconds."""
@@ -202,6 +203,7 @@ class LiveStylizer:
         side: int | None = None,
         face_crop: bool = False,
         clients: tuple[str, ...] = (),
+        steady: bool = False,
     ) -> tuple[LiveSession, FrameResult]:
         """Stylize ``frame`` unless another frame is being stylized (then it is dropped).
 
@@ -209,6 +211,8 @@ class LiveStylizer:
         ``"address:<ip>"``); each may use ``time_limit`` live seconds per window (an
         address ADDRESS_SHARE times that). Returns the (possibly new) session and what to
         show. Raises :class:`LiveLimitReached` when the session's or a client's time is used up.
+        ``steady``: carry statistics across this session's frames and blend along the
+        optical flow (:mod:`animegan.steady`), for less flicker.
         """
         now = time.monotonic()
         session = self._session_for(session, now)
@@ -247,7 +251,7 @@ class LiveStylizer:
             # portrait framing always gives side x side (a small face square is enlarged)
             small = images.resize(img, (side, side) if face_crop else images.fit_size(img.size, side))
             # a photo or clip is being stylized: drop this frame rather than wait for it
-            out = self.stylizer.run_array(style, small, wait=False)
+            out = self._stylize(session, style, small, steady)
             seconds = time.perf_counter() - start
         except Busy:
             return session, self._drop(session, now)
@@ -258,6 +262,21 @@ class LiveStylizer:
         session.last_seen = time.monotonic()  # a slow frame is not a pause between two starts
         session.done_times.append(session.last_seen)
         return session, FrameResult(out, True, session.status(self.time_limit), seconds)
+
+    def _stylize(self, session: LiveSession, style: str, small: Image.Image, steady: bool) -> Image.Image:
+        if steady and (session.steady is None or session.steady.style != style):
+            from .steady import Stabilizer
+
+            try:
+                session.steady = Stabilizer(self.stylizer, style)
+            except ValueError:  # a style whose statistics cannot be carried: frame by frame
+                session.steady = None
+                steady = False
+                session.note = "steady: not for this style"
+        if not steady:
+            session.steady = None
+            return self.stylizer.run_array(style, small, wait=False)
+        return Image.fromarray(session.steady(np.asarray(small), wait=False))
 
     def _drop(self, session: LiveSession, now: float) -> FrameResult:
         session.dropped += 1

@@ -29,6 +29,8 @@ from .host import INFERENCE_LOCK
 from .policy import FaceMode
 from .settings import Settings
 from .styles import DEFAULT_STYLE, get_style, licence_line
+from .tiles import engines as tile_engines
+from .tiles.run import stylize_tiled
 
 ProgressFn = Callable[[float, str], None]
 NO_FACE_NOTE = "No face found; stylized the whole photo."
@@ -39,7 +41,7 @@ class Busy(RuntimeError):
 
 
 @contextlib.contextmanager
-def _inference(wait: bool):
+def inference(wait: bool = True):
     """The inference lock; with ``wait=False``, :class:`Busy` at once when it is taken."""
     if not INFERENCE_LOCK.acquire(blocking=wait):
         raise Busy("another picture is being stylized")
@@ -101,6 +103,8 @@ class Stylizer:
         # a .pt/.safetensors file, a model folder (config.json + model.safetensors) or a Hub repo id
         self._overrides: dict[str, str | Path] = {style: weights_file} if weights_file else {}
         self._backends: dict[str, Backend] = {}
+        self._models: dict[str, object] = {}  # the generator behind each backend
+        self._engines: dict[tuple[str, str], object] = {}  # (style, backend name) -> tile engine
         self._load_lock = threading.Lock()
         self._style_locks: dict[str, threading.Lock] = {}
         self._cache: OrderedDict[str, Result] = OrderedDict()
@@ -129,24 +133,60 @@ class Stylizer:
             if style not in self._backends:
                 model = weights.load_model(self.weights_path(style), get_style(style))
                 self._backends[style] = make_backend(model, self.backend_name, self.settings)
+                self._models[style] = model
             return self._backends[style]
 
     def is_loaded(self, style: str) -> bool:
         return style in self._backends
 
     # -- the path of one photo -----------------------------------------------------------
-    def run_array(self, style: str, img: Image.Image, *, wait: bool = True) -> Image.Image:
-        """Stylize an RGB image at its own size (no size policy, no cache). With
-        ``wait=False`` raise :class:`Busy` instead of waiting for another picture."""
+    def engine(self, style: str):
+        """The injected-statistics engine for ``style`` on the backend serving it now
+        (tiles of big photos, steadier video); made once per style and backend."""
         backend = self.backend(style)
+        key = (style, backend.name)
+        with self._load_lock:
+            if key not in self._engines:
+                try:
+                    self._engines[key] = tile_engines.engine_for(self._models[style], backend)
+                except tile_engines.UnsupportedGenerator as exc:
+                    raise ValueError(f"The {get_style(style).title} style cannot run in tiles or carry statistics "
+                                     f"({exc}).") from None
+            return self._engines[key]
+
+    def run_array(self, style: str, img: Image.Image, *, wait: bool = True,
+                  progress: ProgressFn | None = None) -> Image.Image:
+        """Stylize an RGB image at its own size (no size policy, no cache). With
+        ``wait=False`` raise :class:`Busy` instead of waiting for another picture.
+
+        Above ``policy.TILED_ABOVE_PIXELS`` the picture goes in tiles with its exact
+        statistics (``animegan.tiles``): memory is bounded by the tile, not the photo;
+        ``progress`` hears of every tile pass."""
+        backend = self.backend(style)
+        if img.width * img.height > policy.TILED_ABOVE_PIXELS:
+            return self._run_tiled(style, img, progress)
         x = images.to_array(img)
-        with _inference(wait):
+        with inference(wait):
             out = backend(x)
         return images.from_array(out)
 
+    def _run_tiled(self, style: str, img: Image.Image, progress: ProgressFn | None) -> Image.Image:
+        try:
+            engine = self.engine(style)
+        except ValueError as exc:
+            side = int((policy.TILED_ABOVE_PIXELS * max(img.size) / min(img.size)) ** 0.5)
+            raise ValueError(f"{exc} A {img.width} x {img.height} picture is too big for one pass: use a "
+                             f"long side of at most {side} px (--max-side {side}).") from None
+        report = progress or (lambda fraction, text: None)
+
+        def tile_progress(done: int, total: int, text: str) -> None:
+            report(0.2 + 0.78 * done / total, f"Stylizing {img.width} x {img.height} in tiles: {text}")
+
+        return stylize_tiled(engine, img, progress=tile_progress, lock=INFERENCE_LOCK)
+
     def detect_faces(self, img: Image.Image, *, wait: bool = True) -> list[facelib.Face]:
         """Faces in ``img``, largest first (MTCNN takes the cores like a model pass)."""
-        with _inference(wait):
+        with inference(wait):
             return facelib.detect_faces(img)
 
     def run(
@@ -197,7 +237,7 @@ class Stylizer:
         notes: list[str] = list(decoded.notes)
         shown = source  # what the network saw: the photo, or the framed face of a portrait
         if mode == "off":
-            out = self.run_array(style, source)
+            out = self.run_array(style, source, progress=report)
         else:
             out, faces, face_notes, shown = self._stylize_faces(style, source, mode, report, face_style)
             notes += face_notes
@@ -240,7 +280,7 @@ class Stylizer:
             crop, _ = facelib.frame_face(source, found[0], size)
             return self.run_array(style, crop), len(found), notes, crop
         report(0.3, "Stylizing the whole photo")
-        canvas = np.asarray(self.run_array(style, source), dtype=np.float32).copy()
+        canvas = np.asarray(self.run_array(style, source, progress=report), dtype=np.float32).copy()
         # Paste the smallest first so that where squares overlap, the larger face wins.
         for i, face in enumerate(reversed(found)):
             report(0.4 + 0.55 * i / len(found), f"Stylizing face {i + 1} of {len(found)}")

@@ -257,6 +257,7 @@ def stylize_video(
     trim: bool = False,
     progress: VideoProgressFn | None = None,
     max_job_seconds: float | None = None,
+    stabilize: bool = True,
 ) -> VideoResult:
     """Stylize every frame of ``source`` and write an MP4 (H.264 + AAC) to ``output``.
 
@@ -265,7 +266,9 @@ def stylize_video(
     frames), so a clip cannot pack thousands of frames into a moment. Frames larger than
     ``policy.VIDEO_MAX_INPUT_PIXELS`` and frame rates above ``policy.VIDEO_MAX_FPS`` are
     refused. ``max_job_seconds``: stop with :class:`VideoError` when the work takes longer.
-    ``progress(done, total, eta_seconds)`` is called after every frame.
+    ``progress(done, total, eta_seconds)`` is called after every frame. ``stabilize``
+    (the default) carries each layer's statistics across frames and blends in the
+    previous result along the optical flow (:mod:`animegan.steady`): less flicker.
     """
     av = _av()
     source = Path(source)
@@ -293,14 +296,18 @@ def stylize_video(
         total = math.ceil(limit * info.fps)
 
     backend = stylizer.backend(style)  # load (or fail) before creating the output
+    stylize = _frame_stylizer(stylizer, style, stabilize, notes)
     output = Path(output) if output is not None else default_output(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     # a new name of our own beside the output, renamed onto it at the end (a link there is replaced, not followed)
     partial = output.with_name(f".{output.stem}.{os.urandom(4).hex()}.part{output.suffix}")
     try:
-        frames, duration, has_audio = _transcode(av, stylizer, style, source, partial, info, size, limit, trim,
+        frames, duration, has_audio = _transcode(av, stylize, source, partial, info, size, limit, trim,
                                                  total, progress, notes, budget)
         partial.replace(output)
+        if getattr(stylize, "cuts", None) is not None:
+            notes.append("Steadied against flicker" + (f"; restarted at {stylize.cuts} scene cut(s)." if stylize.cuts
+                                                       else "."))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -346,7 +353,19 @@ class Budget:
         return True
 
 
-def _transcode(av, stylizer, style, source, output, info, size, limit, trim, total, progress, notes, budget):
+def _frame_stylizer(stylizer, style: str, stabilize: bool, notes: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """What turns one RGB frame into its stylized frame: steadied, or frame by frame."""
+    if stabilize:
+        from .steady import Stabilizer
+
+        try:
+            return Stabilizer(stylizer, style)
+        except ValueError as exc:
+            notes.append(f"Stylized frame by frame: {exc}")
+    return lambda rgb: np.asarray(stylizer.run_array(style, Image.fromarray(rgb)))
+
+
+def _transcode(av, stylize, source, output, info, size, limit, trim, total, progress, notes, budget):
     inp = _open(source)
     out = av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"})
     try:
@@ -391,7 +410,7 @@ def _transcode(av, stylizer, style, source, output, info, size, limit, trim, tot
                 pts = state["last_pts"] + 1  # timestamps must grow: repair duplicates
                 when = float(pts * vtb)
             state["last_pts"], state["last_time"] = pts, when
-            styled = np.asarray(stylizer.run_array(style, Image.fromarray(frames_in.rgb(frame))))
+            styled = stylize(frames_in.rgb(frame))
             out_frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
             out_frame.pts, out_frame.time_base = pts, vtb
             for p in vout.encode(out_frame):

@@ -131,9 +131,9 @@ def attacks(url: str, pid: int, files: Files, only: int | None = None) -> list[d
         ("110 MB-class data: URL in the JSON body (/stylize)",
          lambda: call(url, "stylize", [files.big_data_url, style, "off"])),
         ("144 MP PNG to /stylize_frame", lambda: call(url, "stylize_frame", [upload(url, files.huge_png), None,
-                                                                            style, 128, False])),
+                                                                            style, 128, False, False])),
         ("6300 x 6300 live frame, face crop (/stylize_frame)",
-         lambda: call(url, "stylize_frame", [upload(url, files.live_6300), None, style, 128, True])),
+         lambda: call(url, "stylize_frame", [upload(url, files.live_6300), None, style, 128, True, False])),
         ("3000-frame MP4 in 0.03 s (/stylize_video)",
          lambda: call(url, "stylize_video", [upload(url, files.bomb), style, 256,
                                              False], timeout=600)),
@@ -171,7 +171,7 @@ def soak(url: str, pid: int, files: Files, clients: int = 20, per_client: int = 
         lambda: call(url, "stylize", [huge, style, "off"]),
         lambda: call(url, "stylize", [text, style, "off"]),
         lambda: call(url, "stylize", [uploads[files.photos[0]], "no_such_style", "off"]),
-        lambda: call(url, "stylize_frame", [huge, None, style, 128, False]),
+        lambda: call(url, "stylize_frame", [huge, None, style, 128, False, False]),
         lambda: call(url, "stylize_video", [bomb, style, 256, False]),
     ]
     for photo in files.photos:  # warm-up: every good request once (the result cache then answers repeats)

@@ -57,7 +57,7 @@ def test_an_oversized_live_frame_is_refused_from_its_header(app_server, tmp_path
     _, peak_before = peak_rss_mb(app_server.proc.pid)
     start = time.perf_counter()
     with pytest.raises(AppError, match="over the limit of 17 megapixels"):
-        client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False, api_name="/stylize_frame")
+        client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False, False, api_name="/stylize_frame")
     assert time.perf_counter() - start < 10
     _, peak_after = peak_rss_mb(app_server.proc.pid)
     assert peak_after - peak_before < 100, f"the server's peak grew {peak_after - peak_before:.0f} MB"

@@ -149,7 +149,7 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
     from stream_client import StreamSession
 
     stream = StreamSession(server, "live")
-    args = ["face_paint_512_v2", 256, False]
+    args = ["face_paint_512_v2", 256, False, False]
     uploads = [stream.upload(marked_frame(i)) for i in range(CELLS)]
     burst = [stream.upload(marked_frame(i, "coffee.png")) for i in range(CELLS)]
     try:
@@ -194,7 +194,7 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
 
     with live_app(weights_dir, tmp_path / "app.log", ANIMEGAN_LIVE_TIME_LIMIT="3") as url:
         stream = StreamSession(url, "live")
-        args = ["face_paint_512_v2", 128, False]
+        args = ["face_paint_512_v2", 128, False, False]
         frame = stream.upload(marked_frame(1))
         stream.start([frame, None, *args])
         deadline = time.monotonic() + 60
@@ -223,12 +223,12 @@ def test_frame_endpoint_drops_a_burst_and_keeps_serving(server):
     path = Path(SCREENSHOTS.parent / ".pytest_frame.png")
     try:
         marked_frame(7).save(path)
-        image, status = client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False,
+        image, status = client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False, False,
                                        api_name="/stylize_frame")
         assert Image.open(image).size == (128, 96) and read_mark(Image.open(image)) == 7
         start = time.monotonic()
-        jobs = [client.submit(handle_file(str(path)), "face_paint_512_v2", 128, False, api_name="/stylize_frame")
-                for _ in range(12)]
+        jobs = [client.submit(handle_file(str(path)), "face_paint_512_v2", 128, False, False,
+                              api_name="/stylize_frame") for _ in range(12)]
         results = [job.result(timeout=120) for job in jobs]
         elapsed = time.monotonic() - start
         dropped = [img for img, s in results if s.startswith("dropped (busy)")]
@@ -237,7 +237,7 @@ def test_frame_endpoint_drops_a_burst_and_keeps_serving(server):
         assert all(img is None for img in dropped)
         assert shown and all(Image.open(img).size == (128, 96) for img in shown)
         assert elapsed < 60
-        image, status = client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False,
+        image, status = client.predict(handle_file(str(path)), "face_paint_512_v2", 128, False, False,
                                        api_name="/stylize_frame")
         assert not status.startswith("dropped") and "128 x 96" in status
     finally:

@@ -41,29 +41,29 @@ def add_live_tab(
     """
     engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit, window=window)
 
-    def run(frame, session, style, size, face, request):
+    def run(frame, session, style, size, face, steady, request):
         # preprocess=False: the frame arrives as an upload (path) or data URL, and the engine
         # reads its size from the header before decoding it (no decoding by Gradio first)
         frame = image_source(frame) if frame is not None else None
         try:
             session, result = engine.process(session, frame, style, size, face_crop=face,
-                                             clients=client_keys(request))
+                                             clients=client_keys(request), steady=bool(steady))
         except live.LiveLimitReached as exc:
             raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
         except Exception as exc:
             raise to_gradio_error(exc) from None
         return session, result
 
-    def on_stream(frame, session, style, size, face, request: gr.Request):
-        session, result = run(frame, session, style, size, face, request)
+    def on_stream(frame, session, style, size, face, steady, request: gr.Request):
+        session, result = run(frame, session, style, size, face, steady, request)
         if not result.processed:  # dropped: leave the picture as it is, send nothing
             return gr.skip(), gr.skip(), session
         return result.image, result.status, session
 
-    def on_frame(frame, session, style, size, face, request: gr.Request):
+    def on_frame(frame, session, style, size, face, steady, request: gr.Request):
         if frame is None:
             raise gr.Error("No frame received; send an image.", print_exception=False)
-        session, result = run(frame, session, style, size, face, request)
+        session, result = run(frame, session, style, size, face, steady, request)
         if not result.processed:  # no new picture: say so rather than send the last one again
             return None, "dropped (busy) · " + result.status, session
         return result.image, result.status, session
@@ -83,21 +83,25 @@ def add_live_tab(
                                         label="Style")
                     size = gr.Slider(policy.LIVE_SIDE_MIN, policy.LIVE_SIDE_MAX, value=side, step=32,
                                      label="Size (long side, px)")
-                face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
+                with gr.Row():
+                    face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
+                    steady = gr.Checkbox(False, label="Steady (less flicker: carries colours across frames)",
+                                         elem_id="live-steady")
             with gr.Column():
                 out = gr.Image(label="Anime, live", format="jpeg", interactive=False, elem_id="live-output")
                 status = gr.Textbox(label="Frame rate and delay", interactive=False, elem_id="live-status")
         state = gr.State(None)
-        cam.stream(on_stream, [cam, state, style, size, face], [out, status, state], api_name="live",
+        cam.stream(on_stream, [cam, state, style, size, face, steady], [out, status, state], api_name="live",
                    stream_every=stream_every, time_limit=int(time_limit) + 5,
                    concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden",
                    preprocess=False)
         api_button = gr.Button("Stylize one frame", visible=False)
-        api_button.click(on_frame, [cam, state, style, size, face], [out, status, state], api_name="stylize_frame",
+        api_button.click(on_frame, [cam, state, style, size, face, steady], [out, status, state],
+                         api_name="stylize_frame",
                          concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden",
                          preprocess=False)
     return {"webcam": cam, "output": out, "status": status, "style": style, "size": size, "face": face,
-            "engine": engine}
+            "steady": steady, "engine": engine}
 
 
 def client_keys(request: gr.Request | None) -> tuple[str, ...]:

@@ -223,6 +223,7 @@ class OpenVINOBackend:
     """A compiled OpenVINO model; layers without int8 run bf16 where the CPU has it."""
 
     upgrading = False
+    ranges: dict | None = None  # int8: convolution name -> (low, high) of its quantized input
 
     def __init__(self, model: ov.Model | str | Path, name: str, min_psnr: float = float("inf"),
                  *, no_bf16: bool = False, precision: str | None = None) -> None:
@@ -413,6 +414,7 @@ def load_cached_int8(source: Source, hub_cache: Path, *, no_bf16: bool = False) 
         backend = OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"], no_bf16=no_bf16)
     except Exception as exc:  # openvino raises RuntimeError subclasses for unreadable models
         raise DamagedArtefact(f"OpenVINO cannot read it ({str(exc).splitlines()[0][:200]})") from None
+    backend.ranges = meta.get("ranges") or {}
     quality = _check_photo_psnr(source, backend)
     if quality < float(check["psnr"]) - CHECK_TOLERANCE:
         raise DamagedArtefact(f"its output is {quality:.1f} dB from float32 on the check photo, "

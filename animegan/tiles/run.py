@@ -1,0 +1,103 @@
+"""A picture of any size stylized in tiles, with memory bounded by the tile size.
+
+1. **Statistics, exactly.** Layer by layer, each tile runs the network up to that
+   normalisation layer (with the whole picture's statistics of the layers before it,
+   already known) and measures it over its core; the tiles' measurements combine into
+   the whole picture's (:func:`animegan.tiles.layout.combine`). A statistics pass stops
+   at its layer, so all 24 together cost about six full passes (most layers sit early,
+   where the network is cheap). A single pass at a reduced size, or re-measuring every
+   layer at once under estimates, was measured and is not good enough: the first is 35 to
+   48 dB from the untiled picture, the second diverges (each layer is measured under the
+   earlier layers' errors, which compound).
+2. **Tiles.** Each tile runs the whole network with those statistics, and its core is
+   written into the result. The picture is held as 8-bit RGB, in and out; only one
+   tile's activations exist at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import layout
+
+TileProgress = Callable[[int, int, str], None]  # (steps done, steps in all, what is running)
+
+
+def _tile_input(rgb: np.ndarray, tile: layout.Tile) -> np.ndarray:
+    y0, y1, x0, x1 = tile.extent
+    part = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+    return np.ascontiguousarray(part.transpose(2, 0, 1)[None])
+
+
+def _to_uint8(out: np.ndarray) -> np.ndarray:
+    """As :func:`animegan.images.from_array`: 1 x 3 x h x w in [-1, 1] -> h x w x 3 uint8."""
+    arr = (out[0] * np.float32(0.5) + np.float32(0.5)).clip(0, 1) * np.float32(255)
+    return arr.astype(np.uint8).transpose(1, 2, 0)
+
+
+def _pad_to(rgb: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
+    """Edge-pad to a multiple, split around the picture as the LiteGenerator does."""
+    h, w = rgb.shape[:2]
+    pad_h, pad_w = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
+    if not pad_h and not pad_w:
+        return rgb, 0, 0
+    top, left = pad_h // 2, pad_w // 2
+    return np.pad(rgb, ((top, pad_h - top), (left, pad_w - left), (0, 0)), mode="edge"), top, left
+
+
+def whole_statistics(engine, rgb: np.ndarray, tiles: list[layout.Tile], step: Callable[[str], None],
+                     lock: threading.Lock) -> np.ndarray:
+    """The whole picture's statistics (L x 2), one layer after the other."""
+    h, w = rgb.shape[:2]
+    stats = np.zeros((engine.layers, 2), np.float32)
+    places = [(layout.masks(t), layout.sampling_grids((h, w), t.origin, t.size)) for t in tiles]
+    for k in range(engine.layers):
+        level = engine.levels[k]
+        parts = []
+        for t, (masks, grids) in zip(tiles, places, strict=True):
+            with lock:
+                _, measured = engine.tile(_tile_input(rgb, t), stats, masks, grids, stop=k)
+            parts.append((float(masks[level].sum()), measured.reshape(1, 2)))
+            step(f"statistics of layer {k + 1} of {engine.layers}")
+        stats[k] = layout.combine(parts)[0]
+    return stats
+
+
+def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, margin: int = layout.MARGIN,
+                  progress: TileProgress | None = None, lock: threading.Lock | None = None) -> Image.Image:
+    """Stylize an RGB picture at its own size in tiles with its exact statistics.
+
+    ``progress(done, total, text)`` after every tile pass; ``lock`` (the process's
+    inference lock) is taken around each pass, not the whole picture, so other work
+    interleaves."""
+    lock = lock or threading.Lock()
+    rgb, top, left = _pad_to(np.asarray(img.convert("RGB")), engine.multiple if engine.multiple > 4 else 1)
+    h, w = rgb.shape[:2]
+    tiles = layout.tile_layout((w, h), tile, max(margin, engine.multiple), engine.multiple)
+    total = len(tiles) * (engine.layers + 1) if len(tiles) > 1 else 1
+    done = 0
+
+    def step(text: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, text)
+
+    stats = None if len(tiles) == 1 else whole_statistics(engine, rgb, tiles, step, lock)
+    out = np.empty((h, w, 3), np.uint8)
+    for i, t in enumerate(tiles):
+        x, grids = _tile_input(rgb, t), layout.sampling_grids((h, w), t.origin, t.size)
+        with lock:
+            if stats is None:  # fits in one tile: the plain generator, its own statistics
+                y, _ = engine.frame(x, np.zeros((engine.layers, 2), np.float32), 0.0, grids)
+            else:
+                y, _ = engine.tile(x, stats, layout.masks(t), grids)
+        (ey0, _, ex0, _), (cy0, cy1, cx0, cx1) = t.extent, t.core
+        out[cy0:cy1, cx0:cx1] = _to_uint8(y[..., cy0 - ey0:cy1 - ey0, cx0 - ex0:cx1 - ex0])
+        step(f"tile {i + 1} of {len(tiles)}")
+    out = out[top:top + img.height, left:left + img.width]
+    return Image.fromarray(np.ascontiguousarray(out), "RGB")
