@@ -11,7 +11,15 @@
    processing per second of video, at the default video size policy (512 px long side)
    and at the clip's full 480p.
 
-The backend is the automatic choice, or $ANIMEGAN_BACKEND. Weights: the proxy test
+3. Flicker (part ``flicker``): a clip of a camera panning and zooming over a real photo,
+   with sensor noise and a brightness ramp (tests/clips.py, 256 x 192), steadied
+   (animegan.steady) against frame by frame, in the same run, frames alternating between
+   the two: temporal warping error along the known motion (target >= 40 % lower), PSNR
+   of steadied against frame-by-frame frames (>= 28 dB: the style is kept), time per
+   frame (<= +25 %); draws the per-frame mean colour of both (benchmarks/results/flicker.png).
+   Clips in part 2 are steadied, as stylize_video does by default.
+
+The backend is the automatic choice, $ANIMEGAN_BACKEND, or --backend. Weights: the proxy test
 weights unless ANIMEGAN_WEIGHTS_DIR is set (speed does not depend on the values).
 Results go to stdout and benchmarks/results/video.md.
 """
@@ -99,6 +107,77 @@ def bench_clip(stylizer, seconds: float, max_side: int | None, folder: Path) -> 
             "per_video_second": result.seconds / result.duration, "fps": result.frames / result.seconds}
 
 
+def bench_flicker(stylizer, frames: int, size: tuple[int, int] = (256, 192)) -> dict:
+    import numpy as np
+    from clips import moving_clip, warping_error
+    from PIL import Image
+
+    from animegan.steady import Stabilizer
+
+    clip = moving_clip(frames, size=size)
+    style = stylizer.style
+    own = lambda f: np.asarray(stylizer.run_array(style, Image.fromarray(f)))  # noqa: E731
+    Stabilizer(stylizer, style)(clip[0])  # warm-up: the engine is made and compiled
+    own(clip[0])
+    steady = Stabilizer(stylizer, style)
+    plain, out, t_plain, t_steady = [], [], [], []
+    for f in clip:  # alternate, so both see the same machine
+        t0 = time.perf_counter()
+        plain.append(own(f))
+        t1 = time.perf_counter()
+        out.append(steady(f))
+        t2 = time.perf_counter()
+        t_plain.append(t1 - t0)
+        t_steady.append(t2 - t1)
+
+    def psnr8(a, b) -> float:
+        mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+        return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+    scores = [psnr8(a, b) for a, b in zip(out, plain, strict=True)]
+    return {
+        "size": size, "frames": frames,
+        "before": warping_error(plain), "after": warping_error(out),
+        "psnr_mean": float(np.mean(scores)), "psnr_min": float(min(scores)),
+        "ms_plain": statistics.median(t_plain[1:]) * 1000, "ms_steady": statistics.median(t_steady[1:]) * 1000,
+        "colours": {name: [f.reshape(-1, 3).mean(0) for f in frames]
+                    for name, frames in (("photo", clip), ("frame by frame", plain), ("steadied", out))},
+    }
+
+
+def flicker_plot(colours: dict, path: Path) -> None:
+    """Per-frame mean colour (R, G, B as three thin lines per series) of the photo's
+    frames, frame-by-frame results and steadied results, drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 900, 420, 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    series = list(colours.items())
+    values = [v for _, rows in series for row in rows for v in row]
+    lo, hi = min(values) - 2, max(values) + 2
+    n = len(series[0][1])
+    x = lambda i: pad + i * (w - 2 * pad) / max(1, n - 1)  # noqa: E731
+    y = lambda v: h - pad - (v - lo) * (h - 2 * pad) / (hi - lo)  # noqa: E731
+    d.rectangle([pad, pad, w - pad, h - pad], outline=(180, 180, 180))
+    styles = {"photo": ((150, 150, 150), 1), "frame by frame": ((214, 39, 40), 2), "steadied": ((31, 119, 180), 3)}
+    channel_shade = (1.0, 0.75, 0.5)
+    for name, rows in series:
+        colour, width = styles.get(name, ((0, 0, 0), 1))
+        for c in range(3):
+            shade = tuple(int(v * channel_shade[c] + 255 * (1 - channel_shade[c])) for v in colour)
+            d.line([(x(i), y(r[c])) for i, r in enumerate(rows)], fill=shade, width=width)
+    d.text((pad, 12), "Mean colour per frame (R, G, B) of a panning, zooming clip with noise and a brightness ramp",
+           fill=(0, 0, 0))
+    for k, (name, _) in enumerate(series):
+        colour, width = styles.get(name, ((0, 0, 0), 1))
+        d.line([(pad + 220 * k, h - 20), (pad + 220 * k + 30, h - 20)], fill=colour, width=width)
+        d.text((pad + 220 * k + 36, h - 27), name, fill=(0, 0, 0))
+    d.text((w - pad - 60, h - pad + 6), f"frame {n - 1}", fill=(0, 0, 0))
+    d.text((pad, h - pad + 6), "frame 0", fill=(0, 0, 0))
+    img.save(path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -107,7 +186,13 @@ def main() -> int:
     p.add_argument("--clip-sizes", default="512,full",
                    help="video size policies to time, comma-separated: long side in px or full (default: %(default)s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video.md"))
+    p.add_argument("--parts", default="live,clips,flicker", help="what to run (default: %(default)s)")
+    p.add_argument("--flicker-frames", type=int, default=30)
+    p.add_argument("--backend", default=None, help="force a backend (default: $ANIMEGAN_BACKEND or auto)")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
+    if args.backend:
+        os.environ["ANIMEGAN_BACKEND"] = args.backend
 
     if not os.environ.get("ANIMEGAN_WEIGHTS_DIR"):
         os.environ["ANIMEGAN_WEIGHTS_DIR"] = str(proxy_weights_dir())
@@ -128,17 +213,15 @@ def main() -> int:
         f"Load average at start: {os.getloadavg()[0]:.1f}.",
         "",
     ]
-    live = bench_live(stylizer, args.frames)
-    lo, hi = live["fps_q"]
-    parts = ", ".join(f"{k} {v:.1f} ms" for k, v in live["parts_ms"].items())
-    lines += [
-        "| path | result |",
-        "|---|---|",
-        f"| live frame 256 x 256, decode PNG -> stylize -> encode JPEG | **{live['fps']:.1f} frames/s** "
-        f"(median {live['ms']:.0f} ms; quartiles {lo:.1f}-{hi:.1f} frames/s; {parts}) |",
-    ]
+    lines += ["| path | result |", "|---|---|"]
+    if "live" in parts:
+        live = bench_live(stylizer, args.frames)
+        lo, hi = live["fps_q"]
+        steps = ", ".join(f"{k} {v:.1f} ms" for k, v in live["parts_ms"].items())
+        lines.append(f"| live frame 256 x 256, decode PNG -> stylize -> encode JPEG | **{live['fps']:.1f} frames/s** "
+                     f"(median {live['ms']:.0f} ms; quartiles {lo:.1f}-{hi:.1f} frames/s; {steps}) |")
     with tempfile.TemporaryDirectory() as tmp:
-        for item in filter(None, args.clip_sizes.split(",")):
+        for item in filter(None, args.clip_sizes.split(",") if "clips" in parts else []):
             side = None if item == "full" else int(item)
             label = "full 854 x 480" if side is None else f"size policy {side} px long side"
             clip = bench_clip(stylizer, args.seconds, side, Path(tmp))
@@ -148,6 +231,17 @@ def main() -> int:
                 f"**{clip['per_video_second']:.1f} s per second of video** ({clip['frames']} frames at {w} x {h} "
                 f"in {clip['seconds']:.1f} s, {clip['fps']:.1f} frames/s) |"
             )
+    if "flicker" in parts:
+        f = bench_flicker(stylizer, args.flicker_frames)
+        w, h = f["size"]
+        lower = 1 - f["after"] / f["before"]
+        extra = f["ms_steady"] / f["ms_plain"] - 1
+        lines.append(f"| flicker, {f['frames']} frames {w} x {h} (pan + zoom over a real photo, noise, brightness "
+                     f"ramp) | temporal warping error **{f['before']:.2f} -> {f['after']:.2f} levels "
+                     f"({lower:.0%} lower)**; steadied vs frame by frame {f['psnr_mean']:.1f} dB mean "
+                     f"({f['psnr_min']:.1f} worst); **{f['ms_plain']:.0f} -> {f['ms_steady']:.0f} ms per frame "
+                     f"({extra:+.0%})** |")
+        flicker_plot(f["colours"], Path(args.out).with_name("flicker.png"))
     lines += ["", "Medians over the timed frames; the live target is >= 10 frames/s at 256 x 256 on 2 threads."]
     text = "\n".join(lines) + "\n"
     print(text)

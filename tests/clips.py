@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -144,3 +145,50 @@ def frame_bomb(path: Path, count: int = 400, side: int = 32) -> Path:
         out.mux(p)
     out.close()
     return path
+
+
+# -- a moving camera over a real photo (flicker tests and benchmark) --
+MOVING_SIZE = (160, 120)
+
+
+def camera(t: int, size=MOVING_SIZE) -> np.ndarray:
+    """2 x 3 matrix: frame t's pixel -> the source photo's pixel (a pan right and down
+    while zooming in 1.5 % a frame)."""
+    w, h = size
+    scale = 1.6 * 160 / w / 1.015**t  # source pixels per frame pixel (the same view at any size)
+    cx, cy = 200 + 3.0 * t, 230 + 1.5 * t  # where the frame's centre looks in the photo
+    return np.array([[scale, 0, cx - scale * w / 2], [0, scale, cy - scale * h / 2]], np.float64)
+
+
+def moving_clip(count: int, name: str = "astronaut.png", seed: int = 0, size=MOVING_SIZE) -> list[np.ndarray]:
+    """Frames of a moving camera over a real photo, with noise (sigma 4 levels) and a
+    brightness ramp (+1 % a frame)."""
+    src = np.asarray(Image.open(EXAMPLES / name).convert("RGB"))
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(count):
+        frame = cv2.warpAffine(src, camera(t, size), size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        frame = frame * (1 + 0.01 * t) + rng.normal(0, 4, frame.shape)
+        frames.append(frame.clip(0, 255).astype(np.uint8))
+    return frames
+
+
+def previous_to_current(t: int, size=MOVING_SIZE) -> np.ndarray:
+    """2 x 3 matrix: frame t's pixel -> where the same point is in frame t - 1."""
+    a = np.vstack([camera(t, size), [0, 0, 1]])
+    b = np.vstack([camera(t - 1, size), [0, 0, 1]])
+    return (np.linalg.inv(b) @ a)[:2]
+
+
+def warping_error(outputs: list[np.ndarray]) -> float:
+    """Mean |previous output warped by the known motion - current output| (8-bit levels),
+    inside a border of 12 px."""
+    errors = []
+    for t in range(1, len(outputs)):
+        size = outputs[t].shape[1], outputs[t].shape[0]
+        warped = cv2.warpAffine(outputs[t - 1], previous_to_current(t, size), size,
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        diff = np.abs(warped.astype(np.float32) - outputs[t].astype(np.float32))
+        errors.append(diff[12:-12, 12:-12].mean())
+    return float(np.mean(errors))
