@@ -43,7 +43,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # would pull the default (CUDA) build from PyPI to satisfy that dependency.
 CPU_BUILDS = ("torch", "torchvision", "torchaudio")
 # import name -> distribution, where the two differ by more than "-" / "_" / case
-IMPORT_TO_DIST = {"PIL": "pillow", "cv2": "opencv-python", "yaml": "pyyaml"}
+IMPORT_TO_DIST = {"PIL": "pillow", "cv2": "opencv-python-headless", "yaml": "pyyaml"}
 GENERATED_KEYS = ("models", "preload_from_hub")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 

@@ -20,17 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from . import TrainingError
-
-try:
-    import cv2
-except ImportError:  # an optional dependency: only training needs it
-    raise TrainingError("GAN training needs OpenCV: pip install 'animegan[train]' "
-                        "(or opencv-python-headless).") from None
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 PREP_VERSION = 1  # bump when the preparation changes, so old caches are not reused
