@@ -147,6 +147,8 @@ class Stylizer:
         key = (style, backend.name)
         with self._load_lock:
             if key not in self._engines:
+                for old in [k for k in self._engines if k[0] == style]:  # the backend was upgraded since
+                    del self._engines[old]
                 try:
                     self._engines[key] = tile_engines.engine_for(self._models[style], backend)
                 except tile_engines.UnsupportedGenerator as exc:
