@@ -267,12 +267,7 @@ class LiveStylizer:
         if steady and (session.steady is None or session.steady.style != style):
             from .steady import Stabilizer
 
-            try:
-                session.steady = Stabilizer(self.stylizer, style)
-            except ValueError:  # a style whose statistics cannot be carried: frame by frame
-                session.steady = None
-                steady = False
-                session.note = "steady: not for this style"
+            session.steady = Stabilizer(self.stylizer, style)
         if not steady:
             session.steady = None
             return self.stylizer.run_array(style, small, wait=False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .stylizer import Stylizer, inference
 from .tiles.layout import sampling_grids
@@ -37,14 +38,21 @@ class Stabilizer:
     """Stylizes the frames of one clip (or one webcam session) in order, with less flicker.
 
     Frames are H x W x 3 uint8 RGB arrays; each call returns the stylized frame, same
-    size, uint8. Raises ValueError at creation for a style whose statistics cannot be
-    carried (an ONNX style): callers then stylize frame by frame.
+    size, uint8. ``carry=False`` (or a style whose statistics cannot be carried, an ONNX
+    style: ``note`` says so) keeps only the flow blending, on the style's own backend.
     """
 
-    def __init__(self, stylizer: Stylizer, style: str | None = None, *, alpha: float = DEFAULT_ALPHA,
-                 blend: float = DEFAULT_BLEND, cut_correlation: float = CUT_CORRELATION) -> None:
+    def __init__(self, stylizer: Stylizer, style: str | None = None, *, carry: bool = True,
+                 alpha: float = DEFAULT_ALPHA, blend: float = DEFAULT_BLEND,
+                 cut_correlation: float = CUT_CORRELATION) -> None:
         self.style = style or stylizer.style
-        self.engine = stylizer.engine(self.style)
+        self._stylizer = stylizer
+        self.engine, self.note = None, ""
+        if carry:
+            try:
+                self.engine = stylizer.engine(self.style)
+            except ValueError as exc:
+                self.note = f"statistics not carried: {exc}"
         self.alpha, self.blend, self.cut_correlation = alpha, blend, cut_correlation
         self.frames = 0
         self.cuts = 0  # fresh starts after the first frame
@@ -72,6 +80,17 @@ class Stabilizer:
         if self._prev_in is not None and (cut or self._prev_in.shape != frame.shape):
             self.cuts += 1
             self.reset()
+        out = self._stylize(frame, wait).astype(np.float32)
+        if self._prev_out is not None and self.blend > 0:
+            out = self._blend_previous(frame, out)
+        self._prev_in, self._prev_out = frame, out
+        self.frames += 1
+        return out.astype(np.uint8)
+
+    def _stylize(self, frame: np.ndarray, wait: bool) -> np.ndarray:
+        """The frame through the network: with the carried statistics, or on its own."""
+        if self.engine is None:
+            return np.asarray(self._stylizer.run_array(self.style, Image.fromarray(frame), wait=wait))
         h, w = frame.shape[:2]
         x = np.ascontiguousarray((frame.astype(np.float32) * np.float32(2 / 255) - 1).transpose(2, 0, 1)[None])
         carried = self._stats is not None
@@ -80,12 +99,7 @@ class Stabilizer:
         with inference(wait):
             y, own = self.engine.frame(x, given, alpha, sampling_grids((h, w)))
         self._stats = (alpha * given + (1 - alpha) * own).astype(np.float32)
-        out = (y[0] * np.float32(0.5) + np.float32(0.5)).clip(0, 1).transpose(1, 2, 0) * np.float32(255)
-        if self._prev_out is not None and self.blend > 0:
-            out = self._blend_previous(frame, out)
-        self._prev_in, self._prev_out = frame, out
-        self.frames += 1
-        return out.astype(np.uint8)
+        return (y[0] * np.float32(0.5) + np.float32(0.5)).clip(0, 1).transpose(1, 2, 0) * np.float32(255)
 
     def _blend_previous(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Blend the previous result, warped along the flow, where the flow is trustworthy."""

@@ -358,10 +358,10 @@ def _frame_stylizer(stylizer, style: str, stabilize: bool, notes: list[str]) -> 
     if stabilize:
         from .steady import Stabilizer
 
-        try:
-            return Stabilizer(stylizer, style)
-        except ValueError as exc:
-            notes.append(f"Stylized frame by frame: {exc}")
+        steady = Stabilizer(stylizer, style)
+        if steady.note:
+            notes.append(f"Steadied by the optical flow only ({steady.note}).")
+        return steady
     return lambda rgb: np.asarray(stylizer.run_array(style, Image.fromarray(rgb)))
 
 

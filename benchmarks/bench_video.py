@@ -119,16 +119,16 @@ def bench_flicker(stylizer, frames: int, size: tuple[int, int] = (256, 192)) -> 
     own = lambda f: np.asarray(stylizer.run_array(style, Image.fromarray(f)))  # noqa: E731
     Stabilizer(stylizer, style)(clip[0])  # warm-up: the engine is made and compiled
     own(clip[0])
-    steady = Stabilizer(stylizer, style)
-    plain, out, t_plain, t_steady = [], [], [], []
-    for f in clip:  # alternate, so both see the same machine
-        t0 = time.perf_counter()
-        plain.append(own(f))
-        t1 = time.perf_counter()
-        out.append(steady(f))
-        t2 = time.perf_counter()
-        t_plain.append(t1 - t0)
-        t_steady.append(t2 - t1)
+    steadies = {"steadied": Stabilizer(stylizer, style), "flow only": Stabilizer(stylizer, style, carry=False)}
+    results = {name: [] for name in ("frame by frame", *steadies)}
+    times = {name: [] for name in results}
+    for f in clip:  # alternate, so all see the same machine
+        for name in results:
+            t0 = time.perf_counter()
+            results[name].append(own(f) if name == "frame by frame" else steadies[name](f))
+            times[name].append(time.perf_counter() - t0)
+    plain, out, flow = results["frame by frame"], results["steadied"], results["flow only"]
+    t_plain, t_steady, t_flow = times["frame by frame"], times["steadied"], times["flow only"]
 
     def psnr8(a, b) -> float:
         mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
@@ -140,6 +140,8 @@ def bench_flicker(stylizer, frames: int, size: tuple[int, int] = (256, 192)) -> 
         "before": warping_error(plain), "after": warping_error(out),
         "psnr_mean": float(np.mean(scores)), "psnr_min": float(min(scores)),
         "ms_plain": statistics.median(t_plain[1:]) * 1000, "ms_steady": statistics.median(t_steady[1:]) * 1000,
+        "flow_after": warping_error(flow), "ms_flow": statistics.median(t_flow[1:]) * 1000,
+        "flow_psnr_mean": float(np.mean([psnr8(a, b) for a, b in zip(flow, plain, strict=True)])),
         "colours": {name: [f.reshape(-1, 3).mean(0) for f in frames]
                     for name, frames in (("photo", clip), ("frame by frame", plain), ("steadied", out))},
     }
@@ -241,6 +243,11 @@ def main() -> int:
                      f"({lower:.0%} lower)**; steadied vs frame by frame {f['psnr_mean']:.1f} dB mean "
                      f"({f['psnr_min']:.1f} worst); **{f['ms_plain']:.0f} -> {f['ms_steady']:.0f} ms per frame "
                      f"({extra:+.0%})** |")
+        lines.append(f"| the same, optical-flow blending only (`carry=False`; what ONNX styles get) | warping "
+                     f"error {f['before']:.2f} -> {f['flow_after']:.2f} levels "
+                     f"({1 - f['flow_after'] / f['before']:.0%} lower); {f['flow_psnr_mean']:.1f} dB mean vs "
+                     f"frame by frame; {f['ms_plain']:.0f} -> "
+                     f"{f['ms_flow']:.0f} ms per frame ({f['ms_flow'] / f['ms_plain'] - 1:+.0%}) |")
         flicker_plot(f["colours"], Path(args.out).with_name("flicker.png"))
     lines += ["", "Medians over the timed frames; the live target is >= 10 frames/s at 256 x 256 on 2 threads."]
     text = "\n".join(lines) + "\n"

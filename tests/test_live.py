@@ -292,6 +292,14 @@ def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
                 "() => [...document.querySelectorAll('#live-output img')]"
                 ".some(i => i.complete && i.naturalWidth === 256 && i.naturalHeight === 256)", timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "live_tab_face.png"))
+            # steady: the stream goes on through the stabilizer
+            shown = int(page.input_value("#live-status textarea").split(" shown")[0].split()[-1])
+            page.get_by_label("Steady").check()
+            page.wait_for_function(
+                "n => { const t = document.querySelector('#live-status textarea');"
+                " const m = t && t.value.match(/(\\d+) shown/); return m && +m[1] >= n + 4; }", arg=shown,
+                timeout=90_000)
+            page.screenshot(path=str(SCREENSHOTS / "live_tab_steady.png"))
         finally:
             browser.close()
 

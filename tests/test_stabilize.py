@@ -79,3 +79,15 @@ def test_the_live_steady_option(stylizer):
     assert session.steady is not None and session.steady.frames == 3
     session, result = live.process(session, Image.fromarray(frames[0]), STYLE)
     assert result.processed and session.steady is None  # switched off: frame by frame again
+
+
+def test_flow_blending_alone_runs_on_the_style_backend(stylizer, own):
+    """carry=False (what a style without GroupNorms gets): the backend's own frames,
+    blended along the optical flow."""
+    frames = moving_clip(8)
+    steady = Stabilizer(stylizer, STYLE, carry=False)
+    assert steady.engine is None
+    out = [steady(f) for f in frames]
+    plain = [own(f) for f in frames]
+    np.testing.assert_array_equal(out[0], plain[0])  # nothing to blend yet: the frame itself
+    assert warping_error(out) < 0.8 * warping_error(plain)
