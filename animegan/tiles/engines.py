@@ -79,7 +79,6 @@ class OpenVINOEngine:
         from ..backends import openvino as ovb
 
         self.name = "openvino-int8" if ranges else f"openvino-{precision}"
-        self._generator = generator
         self._nets = {mode: InjectedNet(generator, mode).eval() for mode in ("tiles", "frames")}
         net = self._nets["tiles"]
         self.layers, self.levels, self.multiple = net.layers, net.levels, net.multiple
