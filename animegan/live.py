@@ -211,8 +211,8 @@ class LiveStylizer:
         ``"address:<ip>"``); each may use ``time_limit`` live seconds per window (an
         address ADDRESS_SHARE times that). Returns the (possibly new) session and what to
         show. Raises :class:`LiveLimitReached` when the session's or a client's time is used up.
-        ``steady``: carry statistics across this session's frames and blend along the
-        optical flow (:mod:`animegan.steady`), for less flicker.
+        ``steady``: blend each result with the previous one along the optical flow
+        (:mod:`animegan.steady`), for less flicker.
         """
         now = time.monotonic()
         session = self._session_for(session, now)

@@ -2,17 +2,22 @@
 
 Stylized one by one, neighbouring frames of a clip come out differently: sensor noise,
 exposure drift and motion change each normalisation layer's whole-frame statistics (so
-colours pulse) and the fine textures (so strokes crawl). Two remedies, both cheap:
+colours pulse) and the fine textures (so strokes crawl). Two remedies:
 
-1. **Carried statistics.** Every normalisation layer normalises with a running average
-   of its statistics over the frames (``alpha`` of the previous average, ``1 - alpha``
-   of this frame's own), measured in the same single pass (the injected-statistics
-   network, :mod:`animegan.models.injected`, in its ``frames`` mode).
-2. **Flow blending.** The previous *result* is warped onto the current frame with
-   OpenCV's DIS optical flow (current -> previous, on frames shrunk to ``FLOW_SIDE``) and
-   blended in with weight up to ``blend``, only where the flow is trustworthy: where the
-   warped previous *input* matches the current input, so things that appear, disappear
-   or move unlike the flow keep their own stylization.
+1. **Flow blending** (always). The previous *result* is warped onto the current frame
+   with OpenCV's DIS optical flow (current -> previous, on frames shrunk to
+   ``FLOW_SIDE``) and blended in with weight up to ``blend``, only where the flow is
+   trustworthy: where the warped previous *input* matches the current input, so things
+   that appear, disappear or move unlike the flow keep their own stylization. It runs on
+   the style's own backend and costs a few milliseconds a frame.
+2. **Carried statistics** (``carry=True``). Every normalisation layer normalises with a
+   running average of its statistics over the frames (``alpha`` of the previous
+   average, ``1 - alpha`` of this frame's own), measured in the same single pass (the
+   injected-statistics network, :mod:`animegan.models.injected`, in its ``frames``
+   mode). Off by default: on the benchmark clip it added nothing measurable to the flow
+   blending (warping error 1.24 levels either way) and cost 72 % more time per frame on
+   the int8 backend (benchmarks/bench_video.py); it is for clips whose colours jump when
+   something enters the frame.
 
 A scene cut (the two frames' grey thumbnails correlate below ``cut_correlation``) or a
 change of frame size starts afresh: no carried statistics, no blending.
@@ -38,11 +43,11 @@ class Stabilizer:
     """Stylizes the frames of one clip (or one webcam session) in order, with less flicker.
 
     Frames are H x W x 3 uint8 RGB arrays; each call returns the stylized frame, same
-    size, uint8. ``carry=False`` (or a style whose statistics cannot be carried, an ONNX
-    style: ``note`` says so) keeps only the flow blending, on the style's own backend.
+    size, uint8. ``carry=True`` also carries the statistics (a style whose statistics
+    cannot be carried, an ONNX style, keeps the flow blending alone: ``note`` says so).
     """
 
-    def __init__(self, stylizer: Stylizer, style: str | None = None, *, carry: bool = True,
+    def __init__(self, stylizer: Stylizer, style: str | None = None, *, carry: bool = False,
                  alpha: float = DEFAULT_ALPHA, blend: float = DEFAULT_BLEND,
                  cut_correlation: float = CUT_CORRELATION) -> None:
         self.style = style or stylizer.style

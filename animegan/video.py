@@ -258,6 +258,7 @@ def stylize_video(
     progress: VideoProgressFn | None = None,
     max_job_seconds: float | None = None,
     stabilize: bool = True,
+    carry_statistics: bool = False,
 ) -> VideoResult:
     """Stylize every frame of ``source`` and write an MP4 (H.264 + AAC) to ``output``.
 
@@ -267,8 +268,9 @@ def stylize_video(
     ``policy.VIDEO_MAX_INPUT_PIXELS`` and frame rates above ``policy.VIDEO_MAX_FPS`` are
     refused. ``max_job_seconds``: stop with :class:`VideoError` when the work takes longer.
     ``progress(done, total, eta_seconds)`` is called after every frame. ``stabilize``
-    (the default) carries each layer's statistics across frames and blends in the
-    previous result along the optical flow (:mod:`animegan.steady`): less flicker.
+    (the default) blends in the previous result along the optical flow where it is
+    trustworthy (:mod:`animegan.steady`): less flicker; ``carry_statistics`` also carries
+    each layer's statistics from frame to frame (slower).
     """
     av = _av()
     source = Path(source)
@@ -296,7 +298,7 @@ def stylize_video(
         total = math.ceil(limit * info.fps)
 
     backend = stylizer.backend(style)  # load (or fail) before creating the output
-    stylize = _frame_stylizer(stylizer, style, stabilize, notes)
+    stylize = _frame_stylizer(stylizer, style, stabilize, carry_statistics, notes)
     output = Path(output) if output is not None else default_output(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     # a new name of our own beside the output, renamed onto it at the end (a link there is replaced, not followed)
@@ -353,12 +355,13 @@ class Budget:
         return True
 
 
-def _frame_stylizer(stylizer, style: str, stabilize: bool, notes: list[str]) -> Callable[[np.ndarray], np.ndarray]:
+def _frame_stylizer(stylizer, style: str, stabilize: bool, carry: bool, notes: list[str]
+                    ) -> Callable[[np.ndarray], np.ndarray]:
     """What turns one RGB frame into its stylized frame: steadied, or frame by frame."""
     if stabilize:
         from .steady import Stabilizer
 
-        steady = Stabilizer(stylizer, style)
+        steady = Stabilizer(stylizer, style, carry=carry)
         if steady.note:
             notes.append(f"Steadied by the optical flow only ({steady.note}).")
         return steady

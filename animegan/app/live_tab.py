@@ -85,7 +85,7 @@ def add_live_tab(
                                      label="Size (long side, px)")
                 with gr.Row():
                     face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
-                    steady = gr.Checkbox(False, label="Steady (less flicker: carries colours across frames)",
+                    steady = gr.Checkbox(False, label="Steady (less flicker: follows the motion between frames)",
                                          elem_id="live-steady")
             with gr.Column():
                 out = gr.Image(label="Anime, live", format="jpeg", interactive=False, elem_id="live-output")
