@@ -50,6 +50,7 @@ class _Pass:
     """What the normalisation layers of one pass read and write (shared, not a Module)."""
 
     stop: int | None = None
+    measure_all: bool = True  # False: tiles mode measures only the ``stop`` layer
     stats: torch.Tensor
     alpha: torch.Tensor | None = None
     masks: tuple[torch.Tensor, ...] = ()
@@ -85,9 +86,12 @@ class InjectedNorm(nn.Module):
         # measurement breaks OpenVINO's int8 transformations (10 dB, measured).
         r = torch.rsqrt(given[1] + self.eps)
         zc = (x - given[0]) * r
-        mz, vz = _moments(zc, s.masks[self.level] if s.alpha is None else None)
-        mean, var = given[0] + mz / r, vz / (r * r)
-        s.measured.append(torch.stack([mean, var]))
+        if s.alpha is None and not (s.measure_all or s.stop == self.index):
+            s.measured.append(given)  # tiles in PyTorch: only the layer asked for is measured
+        else:
+            mz, vz = _moments(zc, s.masks[self.level] if s.alpha is None else None)
+            mean, var = given[0] + mz / r, vz / (r * r)
+            s.measured.append(torch.stack([mean, var]))
         if s.stop == self.index:
             raise StopPass
         if s.alpha is None:  # tiles: normalise with the given statistics
@@ -163,6 +167,7 @@ class InjectedNet(nn.Module):
         self.layers = len(norms)
         self.levels = levels
         self.stop: int | None = None  # PyTorch only: end the pass at this layer (raises StopPass)
+        self.measure_all = True  # PyTorch only: False skips the measurements nobody reads
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, *rest: torch.Tensor):
         s = self.state
@@ -170,7 +175,7 @@ class InjectedNet(nn.Module):
             s.alpha, s.masks, grids = None, tuple(rest[:3]), rest[3:]
         else:
             s.alpha, s.masks, grids = rest[0], (), rest[1:]
-        s.stats, s.measured, s.stop = stats, [], self.stop
+        s.stats, s.measured, s.stop, s.measure_all = stats, [], self.stop, self.measure_all
         y = self._animeganv2(x, grids) if self.kind == "animeganv2" else self.net(x)
         return y, torch.stack(s.measured)
 

@@ -34,6 +34,7 @@ class TorchEngine:
         self.name = name
         self._nets = {mode: InjectedNet(generator, mode).eval() for mode in ("tiles", "frames")}
         net = self._nets["tiles"]
+        net.measure_all = False  # a tile pass returns one layer's statistics, or none
         self.layers, self.levels, self.multiple = net.layers, net.levels, net.multiple
         self._bf16 = name == "torch-bf16"
         self._layout = torch.contiguous_format if name == "torch-exact" else torch.channels_last
@@ -57,7 +58,8 @@ class TorchEngine:
             return None, net.state.measured[stop].float().numpy()
 
     def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None):
-        return self._run("tiles", x, (stats, *masks, *grids), stop)
+        y, measured = self._run("tiles", x, (stats, *masks, *grids), stop)
+        return y, (measured if stop is not None else None)
 
     def frame(self, x: np.ndarray, stats: np.ndarray, alpha: float, grids: Grids):
         return self._run("frames", x, (stats, np.float32(alpha), *grids))
