@@ -86,12 +86,6 @@ def masks(tile: Tile) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def whole_masks(size: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """Masks for a whole picture of ``size`` (w, h) in one pass: every pixel counts."""
-    w, h = size
-    return tuple(np.ones((1, 1, h >> level, w >> level), np.float32) for level in range(3))
-
-
 def _axis_grid(out_size: int, in_size: int, start_out: int, count_out: int, start_in: int, count_in: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear with align_corners=True from a whole axis of ``in_size`` to ``out_size``,

@@ -49,19 +49,18 @@ def _pad_to(rgb: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
     return np.pad(rgb, ((top, pad_h - top), (left, pad_w - left), (0, 0)), mode="edge"), top, left
 
 
-def whole_statistics(engine, rgb: np.ndarray, tiles: list[layout.Tile], step: Callable[[str], None],
+def whole_statistics(engine, rgb: np.ndarray, places: list, step: Callable[[str], None],
                      lock: threading.Lock) -> np.ndarray:
-    """The whole picture's statistics (L x 2), one layer after the other."""
-    h, w = rgb.shape[:2]
+    """The whole picture's statistics (L x 2), one layer after the other. ``places``:
+    (tile, masks, grids) for every tile."""
     stats = np.zeros((engine.layers, 2), np.float32)
-    places = [(layout.masks(t), layout.sampling_grids((h, w), t.origin, t.size)) for t in tiles]
+    counts = [[float(m.sum()) for m in masks] for _, masks, _ in places]  # core pixels per level
     for k in range(engine.layers):
-        level = engine.levels[k]
         parts = []
-        for t, (masks, grids) in zip(tiles, places, strict=True):
+        for (t, masks, grids), count in zip(places, counts, strict=True):
             with lock:
                 _, measured = engine.tile(_tile_input(rgb, t), stats, masks, grids, stop=k)
-            parts.append((float(masks[level].sum()), measured.reshape(1, 2)))
+            parts.append((count[engine.levels[k]], measured.reshape(1, 2)))
             step(f"statistics of layer {k + 1} of {engine.layers}")
         stats[k] = layout.combine(parts)[0]
     return stats
@@ -75,6 +74,7 @@ def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, mar
     inference lock) is taken around each pass, not the whole picture, so other work
     interleaves."""
     lock = lock or threading.Lock()
+    # the LiteGenerator pads to whole attention windows (multiple 32); AnimeGANv2 (4) pads nothing
     rgb, top, left = _pad_to(np.asarray(img.convert("RGB")), engine.multiple if engine.multiple > 4 else 1)
     h, w = rgb.shape[:2]
     tiles = layout.tile_layout((w, h), tile, max(margin, engine.multiple), engine.multiple)
@@ -87,15 +87,16 @@ def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, mar
         if progress:
             progress(done, total, text)
 
-    stats = None if len(tiles) == 1 else whole_statistics(engine, rgb, tiles, step, lock)
+    places = [(t, layout.masks(t), layout.sampling_grids((h, w), t.origin, t.size)) for t in tiles]
+    stats = None if len(tiles) == 1 else whole_statistics(engine, rgb, places, step, lock)
     out = np.empty((h, w, 3), np.uint8)
-    for i, t in enumerate(tiles):
-        x, grids = _tile_input(rgb, t), layout.sampling_grids((h, w), t.origin, t.size)
+    for i, (t, masks, grids) in enumerate(places):
+        x = _tile_input(rgb, t)
         with lock:
             if stats is None:  # fits in one tile: the plain generator, its own statistics
                 y, _ = engine.frame(x, np.zeros((engine.layers, 2), np.float32), 0.0, grids)
             else:
-                y, _ = engine.tile(x, stats, layout.masks(t), grids)
+                y, _ = engine.tile(x, stats, masks, grids)
         (ey0, _, ex0, _), (cy0, cy1, cx0, cx1) = t.extent, t.core
         out[cy0:cy1, cx0:cx1] = _to_uint8(y[..., cy0 - ey0:cy1 - ey0, cx0 - ex0:cx1 - ex0])
         step(f"tile {i + 1} of {len(tiles)}")
