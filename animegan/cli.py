@@ -1,4 +1,5 @@
-"""Command line: ``animegan PHOTOS... -o OUTDIR`` (also ``python -m animegan``)."""
+"""Command line: ``animegan PHOTOS... -o OUTDIR`` (also ``python -m animegan``), and its
+subcommands (``batch``, ``prepare``, ``info``, ``distill``, ``train``, ``export``)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,34 @@ import contextlib
 import glob
 import os
 import sys
-import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import policy, video
+from . import options, runtime, video
 from .batch.plan import PlanError, assign_outputs, check_suffix, output_format
 from .errors import user_message
+from .files import atomic_write
 from .settings import Settings
 from .styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, licence_card, visible_styles
 from .stylizer import Stylizer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+FORMATS = options.FORMATS
+
+# Every subcommand, with the line --help shows for it.
+SUBCOMMANDS = {
+    "batch": "thousands of photos and clips, resumable, on all CPUs or a Ray cluster",
+    "prepare": "choose and build the fastest backend for this machine now (done once, then cached)",
+    "info": "this machine, the backends that run here, the cached models and the memory budget",
+    "distill": "train a small, fast LiteGenerator that imitates a style on your photos",
+    "train": "train a style from photos and anime frames (the AnimeGANv2 recipe)",
+    "export": "a style or a trained model as ONNX, OpenVINO (float or int8) or safetensors, with a model card",
+}
 
 EXAMPLES = """\
+subcommands (animegan SUBCOMMAND --help for each):
+""" + "".join(f"  {name:9} {line}\n" for name, line in SUBCOMMANDS.items()) + """
 examples:
   animegan photo.jpg                      writes anime/photo_anime.png
   animegan holiday/ -o anime --format jpg  every photo under holiday/, subfolders mirrored
@@ -32,12 +45,13 @@ examples:
   animegan trip.jpg -s shinkai --face-crop paste --face-style face_paint_512_v2
                                            a Shinkai scene with Face Paint faces
   animegan me.jpg --side-by-side           the photo and its anime version together
+  animegan phone.jpg --max-side 0          full resolution (in tiles that fit the memory budget)
   animegan --list-styles                   what --style accepts, with each style's licence card
   animegan clip.mp4 --trim                 a video (mp4 mov webm mkv avi): anime/clip_anime.mp4,
                                            sound kept, cut to --max-seconds if longer
-  animegan batch photos/ anime/            thousands of files, resumable, on all CPUs or a Ray
-                                           cluster (see: animegan batch --help)
 
+The first run on a machine chooses the fastest backend and builds its int8 model (about
+half a minute, once; `animegan prepare` does it ahead of time); later runs load it.
 Weights are downloaded once from the Hugging Face Hub and cached (HF_HOME). Offline,
 put <style>.pt files in a folder and set ANIMEGAN_WEIGHTS_DIR, or pass --weights FILE.
 """
@@ -46,48 +60,32 @@ put <style>.pt files in a folder and set ANIMEGAN_WEIGHTS_DIR, or pass --weights
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="animegan",
-        description="Turn photos into anime pictures with AnimeGANv2, on the CPU.",
+        usage="animegan [options] PHOTO|CLIP|FOLDER ...\n       animegan {" + ",".join(SUBCOMMANDS) + "} ...",
+        description="Turn photos and clips into anime pictures with AnimeGANv2, on the CPU.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="*",
                    help="image or video files, folders (searched recursively) or glob patterns")
     p.add_argument("-o", "--output", default="anime", help="output folder (default: %(default)s)")
-    p.add_argument("-s", "--style", default=DEFAULT_STYLE, choices=sorted(STYLES), metavar="STYLE",
-                   help="style to apply (default: %(default)s; see --list-styles)")
-    p.add_argument("--list-styles", action="store_true", help="list the styles and exit")
-    p.add_argument("--weights", metavar="SRC", help="use these weights for the chosen style: a .pt/.safetensors "
-                   "file, a model folder (config.json + model.safetensors, e.g. from distill) or a Hub repo id")
-    p.add_argument("--max-side", type=int, default=policy.DEFAULT_MAX_SIDE, metavar="PX",
-                   help="shrink photos so the long side is at most PX before stylizing; 0 = never: full "
-                        "resolution, photos over 4 MP go in tiles with the whole photo's statistics, in "
-                        "bounded memory (a 12 MP photo: minutes on 2 cores) (default: %(default)s)")
+    options.add_style(p, face_style=True)
+    p.add_argument("--list-styles", action="store_true",
+                   help="list the styles (which have weights here) with their licence cards, and exit")
+    options.add_photo(p, "shrink photos so the long side is at most PX before stylizing; 0 = never: full "
+                         "resolution, in tiles that fit the memory budget where one pass would not "
+                         "(ANIMEGAN_MEMORY_BUDGET) (default: %(default)s)")
     p.add_argument("--keep-size", action="store_true", help="scale the result back to the photo's own size")
-    p.add_argument("--face-crop", choices=["off", "portrait", "paste"], default="off",
-                   help="portrait: a square crop of the largest face; paste: stylize each face "
-                        "with the face model and blend it back into the whole picture")
-    p.add_argument("--face-style", metavar="STYLE", choices=sorted(STYLES), default=None,
-                   help="with --face-crop paste: redo each face in this style (the photo stays in --style)")
     p.add_argument("--side-by-side", action="store_true", help="save the photo and the result side by side")
-    p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
-    p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
-    v = p.add_argument_group("video clips (.mp4 .mov .webm .mkv .avi .m4v; written as .mp4)")
-    v.add_argument("--video-max-side", type=int, default=policy.VIDEO_SIDE, metavar="PX",
-                   help="shrink video frames so the long side is at most PX; 0 = never (default: %(default)s)")
-    v.add_argument("--max-seconds", type=float, default=video.DEFAULT_MAX_SECONDS, metavar="S",
-                   help="refuse clips longer than S seconds; 0 = no limit (default: %(default)s)")
-    v.add_argument("--trim", action="store_true", help="cut longer clips to --max-seconds instead of refusing them")
+    v = options.add_video(p, "video clips (.mp4 .mov .webm .mkv .avi .m4v; written as .mp4)",
+                          video.DEFAULT_MAX_SECONDS)
     v.add_argument("--no-stabilize", dest="stabilize", action="store_false",
                    help="stylize each frame on its own; by default the previous result is blended in along "
                         "the optical flow where it is trustworthy (less flicker, a few ms a frame)")
     v.add_argument("--carry-statistics", action="store_true",
                    help="also carry each layer's statistics from frame to frame (steadier colours when things "
                         "enter the frame; about 1.7x the time on the int8 backend)")
-    p.add_argument("--backend", default=None, metavar="NAME",
-                   help="force an inference backend: openvino-int8, torch-bf16, torch-fp32 or torch-exact "
-                        "(the published demo's pixels); default: "
-                        "auto, the fastest one that stays within 38 dB of float32 (also $ANIMEGAN_BACKEND)")
-    p.add_argument("-v", "--verbose", action="store_true", help="say which backend runs and how long each photo took")
+    options.add_model(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="say how long each photo took")
     return p
 
 
@@ -144,26 +142,12 @@ def default_name(rel: Path, suffix: str, fmt: str) -> str:
     return f"{rel.stem}{suffix}.{fmt}"
 
 
-def write_atomically(target: Path, write) -> None:
-    """``write(path)`` into a temporary file beside ``target``, then rename it onto
-    ``target``: a reader never sees half a file, and a symlink at ``target`` is replaced
-    by the file, never followed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_dir() and not target.is_symlink():
-        raise IsADirectoryError(f"{target} is a folder")
-    partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.part{target.suffix}")
-    try:
-        write(partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def save(img, target: Path, fmt: str) -> None:
-    if FORMATS[fmt] == "JPEG" and img.mode != "RGB":
+    """The picture written whole or not at all (:func:`animegan.files.atomic_write`)."""
+    kind, extra = options.encode_options(fmt)
+    if kind == "JPEG" and img.mode != "RGB":
         img = img.convert("RGB")  # JPEG has no alpha
-    options = {"quality": 95} if fmt != "png" else {}
-    write_atomically(target, lambda path: img.save(path, FORMATS[fmt], **options))
+    atomic_write(target, lambda path: img.save(path, kind, **extra))
 
 
 def _reason(exc: BaseException) -> str:
@@ -193,41 +177,39 @@ def style_cost(name: str) -> str:
     return f"{describe(model)}: {count(model, 512).summary()}"
 
 
+def _say(text: str) -> None:
+    print(f"animegan: {text}", file=sys.stderr)
+
+
+def _settings() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        _say(str(exc))
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["batch"]:  # `animegan batch SRC DST ...`: many files, resumable, local or on Ray
-        from . import batch
+    first = argv[0] if argv else ""
+    if first in SUBCOMMANDS and not Path(first).exists():
+        if first == "batch":  # `animegan batch SRC DST ...`: many files, resumable, local or on Ray
+            from . import batch
 
-        return batch.main(argv[1:])
-    if argv and argv[0] in TRAINING_COMMANDS and not Path(argv[0]).exists():
-        from .train.cli import SUBCOMMANDS
+            return batch.main(argv[1:])
+        if first in ("prepare", "info"):
+            return {"prepare": prepare_main, "info": info_main}[first](argv[1:])
         from .train.cli import main as train_main
 
-        if argv[0] in SUBCOMMANDS:
-            return train_main(argv)
+        return train_main(argv)
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ValueError as exc:
-        print(f"animegan: {exc}", file=sys.stderr)
+    settings = _settings()
+    if settings is None:
         return 1
+    rt = runtime.start(settings)
     shown = visible_styles(settings.hide_noncommercial)
     if args.list_styles:
-        for s in shown.values():
-            kind = "ONNX" if s.is_onnx else "PyTorch"
-            print(f"{s.name:20} {s.title} ({'faces' if s.is_face_model else 'scenes'}, {s.size} px, {kind}): "
-                  f"{s.description}")
-            print("  " + licence_card(s).replace("\n", "\n  "))
-            if args.verbose:
-                print(f"  {style_cost(s.name)}")
-        if len(shown) < len(STYLES):
-            print(f"({len(STYLES) - len(shown)} non-commercial style(s) hidden by ANIMEGAN_HIDE_NONCOMMERCIAL)")
-        return 0
-    hidden = [n for n in (args.style, args.face_style) if n and n not in shown]
-    if hidden:
-        print(f"animegan: style {hidden[0]!r} is for non-commercial use only and hidden here "
-              f"(ANIMEGAN_HIDE_NONCOMMERCIAL is set). Choose one of: {', '.join(shown)}.", file=sys.stderr)
-        return 2
+        return list_styles(shown, rt, args.verbose)
     if not args.inputs:
         build_parser().print_usage(sys.stderr)
         print("animegan: error: give at least one photo, folder or glob (see --help)", file=sys.stderr)
@@ -246,39 +228,47 @@ def main(argv: list[str] | None = None) -> int:
         if targets[source] != out_dir / rel.parent / default_name(rel, args.suffix, fmt):
             print(f"note: {source} -> {targets[source]} (its usual name is an input or another input's output)",
                   file=sys.stderr)
+    preparing = options.PrepareLine("animegan")
     try:
-        stylizer = Stylizer(args.style, settings=settings, backend=args.backend,
-                            max_side=args.max_side or None, weights_file=args.weights)
+        # A short process reaches the fast path: the first run on a machine prepares it here,
+        # in the foreground (a background build would die with the process); later runs load it.
+        stylizer = Stylizer(args.style, runtime=rt, backend=args.backend, max_side=args.max_side or None,
+                            weights_file=args.weights, wait_for_fast=True, progress=preparing)
+        face_style = stylizer.check_style(args.face_style).name if args.face_style else None
         backend = stylizer.backend()
     except Exception as exc:
+        preparing.close()
         if user_message(exc) is None:
             raise
-        print(f"animegan: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 1
+    preparing.close()
+    if preparing_done(backend):
+        _say(f"using {backend.name}: {chosen_because(backend)}")
     if args.verbose:
-        print(f"style {args.style}, backend {backend.name}"
-              + (" (building a faster one in the background)" if backend.upgrading else "")
-              + f", {len(files)} file(s)", file=sys.stderr)
+        _say(f"style {stylizer.style}, backend {backend.name}, {len(files)} file(s)")
 
-    for name in dict.fromkeys(n for n in (args.style, args.face_style if args.face_crop == "paste" else None) if n):
+    for name in dict.fromkeys(n for n in (stylizer.style, face_style if args.face_crop == "paste" else None) if n):
         print("weights' terms: " + licence_card(name).replace("\n", "\n  "), file=sys.stderr)
 
     clips = [source for source, _ in files if video.is_video_path(source)]
     photos = [source for source, _ in files if not video.is_video_path(source)]
     failed = sum(run_video(stylizer, source, targets[source], args) for source in clips)
+    seconds = []
     bar = tqdm(photos, unit="photo", disable=len(photos) < 2)
     for source in bar:
         bar.set_postfix_str(source.name)
         target = targets[source]
         try:
             with _tile_bar(source) as progress:
-                result = stylizer.run(source, face_crop=args.face_crop, face_style=args.face_style,
+                result = stylizer.run(source, face_crop=args.face_crop, face_style=face_style,
                                       keep_size=args.keep_size, side_by_side=args.side_by_side, progress=progress)
             save(result.image, target, args.format)
         except Exception as exc:  # one file never stops the others
             failed += 1
             tqdm.write(f"skipped {source}: {_reason(exc)}", file=sys.stderr)
             continue
+        seconds.append(result.seconds)
         for note in result.notes:
             if not note.startswith(LICENCE_NOTE):  # the terms were printed once above
                 tqdm.write(f"{source}: {note}", file=sys.stderr)
@@ -286,9 +276,93 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(f"{source} -> {target} ({result.summary()})", file=sys.stderr)
     total = len(photos) + len(clips)
     noun = "clip(s)" if not photos else "file(s)" if clips else "photo(s)"
-    print(f"{total - failed} of {total} {noun} written to {out_dir}/" + (f"; {failed} failed" if failed else ""),
-          file=sys.stderr)
+    speed = f" ({stylizer.backend().name}, {sorted(seconds)[len(seconds) // 2]:.2f} s a photo)" if seconds else ""
+    print(f"{total - failed} of {total} {noun} written to {out_dir}/{speed}"
+          + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def preparing_done(backend) -> bool:
+    """True when ``auto`` chose just now (not from what this machine measured before)."""
+    return bool(getattr(backend, "measured", None)) and not getattr(backend, "chosen_from_cache", True)
+
+
+def chosen_because(backend) -> str:
+    """Why ``auto`` chose its backend: the measured times, fastest first."""
+    measured = getattr(backend, "measured", {}) or {}
+    times = sorted((m["seconds"], name) for name, m in measured.items() if m.get("seconds"))
+    if not times:
+        return "chosen before on this machine"
+    from .backends.auto import TIME_SIDE
+
+    shown = ", ".join(f"{name} {t:.2f} s" for t, name in times)
+    return f"the fastest here within 38 dB of float32 ({shown} at {TIME_SIDE} px); kept for later runs"
+
+
+def list_styles(shown: dict, rt, verbose: bool) -> int:
+    """``--list-styles``: every offered style with its licence card, and whether its weights are here."""
+    from .weights import local_weights
+
+    for s in shown.values():
+        kind = "ONNX" if s.is_onnx else "PyTorch"
+        here = local_weights(s, rt)
+        mark = "ready here" if here else "not downloaded yet" + ("" if not rt.hub.offline else " (offline)")
+        print(f"{s.name:20} {s.title} ({'faces' if s.is_face_model else 'scenes'}, {s.size} px, {kind}) "
+              f"[{mark}]: {s.description}")
+        print("  " + licence_card(s).replace("\n", "\n  "))
+        if verbose:
+            print(f"  {style_cost(s.name)}")
+    if len(shown) < len(STYLES):
+        print(f"({len(STYLES) - len(shown)} non-commercial style(s) hidden by ANIMEGAN_HIDE_NONCOMMERCIAL)")
+    return 0
+
+
+def prepare_main(argv: list[str]) -> int:
+    """``animegan prepare [STYLE ...]``: choose and build the fastest backend now."""
+    p = argparse.ArgumentParser(prog="animegan prepare", description=SUBCOMMANDS["prepare"] + ". Short commands "
+                                "(the command line, batch) then start on it at once; the app starts on it "
+                                "instead of building it in the background.")
+    p.add_argument("styles", nargs="*", metavar="STYLE", help="styles to prepare (default: the default style)")
+    p.add_argument("--weights", metavar="SRC", help="the weights of the one style named (as animegan --weights)")
+    args = p.parse_args(argv)
+    settings = _settings()
+    if settings is None:
+        return 1
+    rt = runtime.start(settings)
+    names = args.styles or [None]
+    if args.weights and len(names) != 1:
+        _say("--weights goes with one style.")
+        return 2
+    failed = 0
+    for name in names:
+        line = options.PrepareLine("animegan prepare")
+        try:
+            stylizer = Stylizer(name or DEFAULT_STYLE, runtime=rt, backend="auto", weights_file=args.weights,
+                                wait_for_fast=True, progress=line)
+            backend = stylizer.backend()
+        except Exception as exc:
+            line.close()
+            if user_message(exc) is None:
+                raise
+            _say(str(exc))
+            failed += 1
+            continue
+        line.close()
+        print(f"{stylizer.style}: {backend.name} ({chosen_because(backend)})")
+    return 1 if failed else 0
+
+
+def info_main(argv: list[str]) -> int:
+    """``animegan info``: the machine, the backends, the cached models, the memory budget."""
+    p = argparse.ArgumentParser(prog="animegan info", description=SUBCOMMANDS["info"] + ".")
+    p.parse_args(argv)
+    settings = _settings()
+    if settings is None:
+        return 1
+    from .info import describe
+
+    print(describe(runtime.get(settings)))
+    return 0
 
 
 @contextlib.contextmanager

@@ -10,12 +10,14 @@ trained size, and (paste mode) scale back and feather it into the stylized photo
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+
+from . import runtime
+from .runtime import Runtime
 
 DETECT_SIDE = 640  # detect on a copy whose long side is at most this
 THRESHOLD = 0.95  # MTCNN's final (ONet) probability; real faces score 0.99+
@@ -63,25 +65,22 @@ class Square:
 
 
 # -- detection ---------------------------------------------------------------------------
-_detector = None
-_detector_lock = threading.Lock()
+def _make_detector():
+    """An MTCNN (CPU). Its weights ship with the package."""
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, select_largest=True, device="cpu").eval()
 
 
-def _get_detector():
-    """The process's one MTCNN (CPU), created on first use. Its weights ship with the package."""
-    global _detector
-    if _detector is None:
-        with _detector_lock:
-            if _detector is None:
-                from facenet_pytorch import MTCNN
-
-                _detector = MTCNN(keep_all=True, select_largest=True, device="cpu").eval()
-    return _detector
+def detector(rt: Runtime | None = None):
+    """The process's one MTCNN, kept by the runtime, made on first use."""
+    return (rt or runtime.get()).shared("faces.mtcnn", _make_detector)
 
 
 def detect_faces(
     img: Image.Image,
     *,
+    rt: Runtime | None = None,
     threshold: float = THRESHOLD,
     min_face: float = MIN_FACE,
     max_faces: int = MAX_FACES,
@@ -111,7 +110,7 @@ def detect_faces(
         return []  # no face that large fits (and MTCNN would fail on an empty pyramid)
     from facenet_pytorch.models.utils.detect_face import detect_face
 
-    mtcnn = _get_detector()
+    mtcnn = detector(rt)
     with torch.inference_mode():  # the minimum face size is this call's, not the detector's
         found, _ = detect_face(np.asarray(small), min_size, mtcnn.pnet, mtcnn.rnet, mtcnn.onet,
                                mtcnn.thresholds, mtcnn.factor, mtcnn.device)

@@ -1,25 +1,91 @@
-"""What this process runs on: CPUs, thread counts, native bf16, the allocator setting,
-and the one lock that lets a single inference use every core at a time.
-
-Nothing here acts at import; the allocator is tuned when the first PyTorch backend is
-made (``backends.make_backend``) and relaxed when OpenVINO takes over.
+"""What this machine is: the CPU's model and instruction sets, the CPUs this process may
+use, and its memory. Read from Linux (/proc, /sys, cgroups), never set: the one owner of
+what the process does with these facts is :mod:`animegan.runtime`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
-import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-# One inference at a time per process: each pass already uses every core, so two at
-# once would only oversubscribe them and make both slower. The Stylizer takes it around
-# every model pass and face detection; background builds take it one photo at a time.
-INFERENCE_LOCK = threading.Lock()
+# The ISA caps oneDNN (ONEDNN_MAX_CPU_ISA) and OpenVINO (OV_CPU_MAX_ISA) take, and the
+# CPU flags each one leaves out: a machine limited to AVX2 is profiled as one.
+_ABOVE_AVX2 = ("avx512", "avx_vnni", "amx")
+ISA_CAPS: dict[str, tuple[str, ...]] = {
+    "SSE41": ("avx",) + _ABOVE_AVX2 + ("fma", "f16c"),
+    "AVX": ("avx2",) + _ABOVE_AVX2,
+    "AVX2": _ABOVE_AVX2,
+    "AVX2_VNNI": ("avx512", "amx"),
+    "AVX2_VNNI_2": ("avx512", "amx"),
+    "AVX512_CORE": ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx"),
+    "AVX512_CORE_VNNI": ("avx512_bf16", "amx"),
+    "AVX512_CORE_BF16": ("amx",),
+}
 
 
-# -- CPU and threads -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Machine:
+    """The CPU (model, flags after any ISA cap), the CPUs this process may use and its memory."""
+
+    cpu: str
+    flags: frozenset[str]
+    cpus: int
+    memory_total: int  # bytes: the machine's RAM, or the cgroup's limit where that is smaller
+    memory_available: int  # bytes free for this process when it was read
+    isa_cap: str | None = None  # e.g. "AVX2" when ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA limit the ISA
+
+    @classmethod
+    def read(cls, isa_cap: str | None = None) -> Machine:
+        cap = (isa_cap or "").strip().upper() or None
+        flags = cpu_flags()
+        if cap in ISA_CAPS:
+            flags = {f for f in flags if not f.startswith(ISA_CAPS[cap])}
+        total, available = memory()
+        return cls(cpu_name(), frozenset(flags), available_cpus(), total, available, cap)
+
+    # -- instruction sets --------------------------------------------------------------------
+    @property
+    def avx2(self) -> bool:
+        return "avx2" in self.flags
+
+    @property
+    def avx512(self) -> bool:
+        return {"avx512f", "avx512bw", "avx512vl"} <= self.flags
+
+    @property
+    def vnni(self) -> bool:
+        """int8 dot products in hardware (AVX512-VNNI or AVX-VNNI): int8 convolutions pay off most."""
+        return bool({"avx512_vnni", "avx_vnni"} & self.flags)
+
+    @property
+    def bf16(self) -> bool:
+        """bf16 arithmetic in hardware (AVX512-BF16 or AMX): bf16 is a speed-up, not an emulation."""
+        return bool({"avx512_bf16", "amx_bf16"} & self.flags)
+
+    @property
+    def amx(self) -> bool:
+        return "amx_tile" in self.flags
+
+    @property
+    def isa(self) -> str:
+        """The instruction sets that decide speed here, e.g. ``AVX-512 + VNNI`` or ``AVX2``."""
+        if self.avx512:
+            base = "AVX-512"
+        elif self.avx2:
+            base = "AVX2"
+        else:
+            base = "no AVX2"
+        extras = [name for name, has in (("VNNI", self.vnni), ("BF16", self.bf16), ("AMX", self.amx)) if has]
+        return " + ".join([base, *extras])
+
+    def summary(self) -> str:
+        cap = f" (limited to {self.isa_cap})" if self.isa_cap else ""
+        return (f"{self.cpu}: {self.isa}{cap}; {self.cpus} CPU(s) usable; "
+                f"{self.memory_total / 2**30:.1f} GB memory, {self.memory_available / 2**30:.1f} GB free")
+
+
+# -- readers ---------------------------------------------------------------------------------
 def available_cpus() -> int:
     """CPUs this process may really use: its affinity mask, capped by a cgroup quota."""
     try:
@@ -35,87 +101,84 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """PyTorch's intra-op threads = the CPUs this process may use (or ``threads``)."""
-    import torch
-
-    n = threads or available_cpus()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
+def _cpuinfo(key: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def cpu_name() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), for reports; "this CPU" where unknown."""
+    return _cpuinfo("model name") or "this CPU"
+
+
+def _meminfo() -> dict[str, int]:
+    out = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[name] = int(parts[0]) * 1024
     except OSError:
         pass
-    return "this CPU"
+    return out
 
 
-def native_bf16(disabled: bool = False) -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), so bf16 is a
-    speed-up rather than a slow emulation. Detected at run time, never assumed;
-    ``disabled`` (``Settings.no_bf16``) answers False."""
-    import torch
+def _cgroup_limit() -> tuple[int | None, int]:
+    """(limit, in use) of this process's memory cgroup in bytes; limit None where there is none."""
+    for limit_file, used_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                   "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if not text.isdigit() or int(text) >= 1 << 60:  # "max", or cgroup v1's "no limit"
+            return None, 0
+        try:
+            used = int(Path(used_file).read_text().strip())
+        except (OSError, ValueError):
+            used = 0
+        return int(text), used
+    return None, 0
 
-    if disabled:
-        return False
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available()
+
+def memory() -> tuple[int, int]:
+    """(total, available) bytes for this process: RAM and MemAvailable, capped by the cgroup's limit."""
+    info = _meminfo()
+    total = info.get("MemTotal", 0) or 8 << 30
+    available = info.get("MemAvailable", total)
+    limit, used = _cgroup_limit()
+    if limit is not None:
+        total, available = min(total, limit), min(available, max(0, limit - used))
+    return total, available
 
 
-# -- allocator ------------------------------------------------------------------------
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-_GLIBC_DEFAULT = 128 * 1024  # glibc's initial mmap and trim thresholds
+def peak_rss() -> int:
+    """This process's peak resident memory so far (VmHWM), in bytes; 0 where unknown."""
+    return _status("VmHWM")
 
 
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
+def rss() -> int:
+    """This process's resident memory now (VmRSS), in bytes; 0 where unknown."""
+    return _status("VmRSS")
+
+
+def _status(key: str) -> int:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "gnu_get_libc_version") else None  # glibc only (not musl)
-
-
-def tune_allocator(keep_big_blocks: bool = True) -> bool:
-    """Keep big blocks in glibc malloc's heap instead of mmap-ing them afresh.
-
-    PyTorch eager allocates and frees activations of tens to hundreds of MB per layer.
-    glibc serves blocks that big with mmap and returns them at once, so every layer
-    page-faults its memory in again, which makes normalisation and padding about twice
-    as slow (a pass at 512 x 512: 2.1 s -> 1.2 s here). Done in the process itself, it
-    holds wherever the package runs (a Space included), not only in one shell:
-    - one arena: threads other than the main one (Gradio's workers) would otherwise get
-      their own 64 MB arenas, which cannot hold such blocks and fall back to mmap;
-    - blocks up to 1 GB come from the heap, and freed memory is kept for the next pass.
-    OpenVINO plans its own memory once per shape and does not need this; keeping freed
-    blocks would only raise its peak RSS, so ``keep_big_blocks=False`` (used when an
-    OpenVINO backend takes over) gives big blocks back to mmap.
-    Callers skip this when ``Settings.malloc`` is off (ANIMEGAN_MALLOC=0).
-    """
-    libc = _libc()
-    if libc is None:
-        return False
-    ok = libc.mallopt(_M_ARENA_MAX, 1) == 1
-    threshold = (1 << 30) if keep_big_blocks else _GLIBC_DEFAULT
-    ok &= libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
-    ok &= libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) if keep_big_blocks else _GLIBC_DEFAULT) == 1
-    if not keep_big_blocks:
-        libc.malloc_trim(0)
-    return bool(ok)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -180,14 +180,22 @@ def to_array(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray((arr * np.float32(2) - np.float32(1)).transpose(2, 0, 1)[None])
 
 
+def levels(out) -> np.ndarray:
+    """Generator outputs in [-1, 1] (any shape; numpy or torch) -> the 8-bit levels a person
+    sees, as the published demo makes them (``(x * 0.5 + 0.5).clip(0, 1)``, then
+    ``mul(255).byte()``, which truncates). The one conversion: images, tiles and PSNR use it."""
+    if hasattr(out, "detach"):
+        out = out.detach().float().cpu().numpy()
+    out = np.asarray(out, dtype=np.float32)
+    return ((out * np.float32(0.5) + np.float32(0.5)).clip(0, 1) * np.float32(255)).astype(np.uint8)
+
+
 def from_array(out: np.ndarray) -> Image.Image:
-    """1 x 3 x H x W (or 3 x H x W) in [-1, 1] -> RGB image, as the published demo does
-    (``(x * 0.5 + 0.5).clip(0, 1)``, then ``mul(255).byte()``, which truncates)."""
+    """1 x 3 x H x W (or 3 x H x W) in [-1, 1] -> RGB image (:func:`levels`)."""
     out = np.asarray(out, dtype=np.float32)
     if out.ndim == 4:
         out = out[0]
-    arr = (out * np.float32(0.5) + np.float32(0.5)).clip(0, 1) * np.float32(255)
-    return Image.fromarray(arr.astype(np.uint8).transpose(1, 2, 0), "RGB")
+    return Image.fromarray(levels(out).transpose(1, 2, 0), "RGB")
 
 
 def with_alpha(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:

@@ -214,6 +214,7 @@ class LiveStylizer:
         ``steady``: blend each result with the previous one along the optical flow
         (:mod:`animegan.steady`), for less flicker.
         """
+        style = self.stylizer.check_style(style or self.stylizer.style).name  # the core's policy, before any work
         now = time.monotonic()
         session = self._session_for(session, now)
         session.last_seen = now
@@ -233,7 +234,6 @@ class LiveStylizer:
                 )
         if frame is None:
             return session, FrameResult(session.last_image, False, session.status(self.time_limit, now))
-        style = style or self.stylizer.style
         side = policy.clamp_side(side or self.side, policy.LIVE_SIDE_MIN, policy.LIVE_SIDE_MAX, self.side)
         self.stylizer.backend(style)  # loads once; outside the locks
 

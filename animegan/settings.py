@@ -33,11 +33,17 @@ variable                       default     what it sets
                                            they were made (checked every few minutes)
 ``ANIMEGAN_STARTUP_TIMEOUT``   ``60``      app: seconds to look for weights at start
 ``ANIMEGAN_HIDE_NONCOMMERCIAL`` ``0``      ``1`` hides styles whose weights are for
-                                           non-commercial use only (app and command line)
+                                           non-commercial use only (every way in)
+``ANIMEGAN_MEMORY_BUDGET``     ``0``       the most memory one process may use for a picture
+                                           (``2G``, ``1500M``; 0: a quarter of the machine's);
+                                           bigger pictures go in tiles that fit
 =============================  ==========  ===================================================
 
 The Hugging Face cache is huggingface_hub's own (``HF_HOME`` / ``HF_HUB_CACHE``); it is
-read here too, so that a Settings made after those variables change uses the new folder.
+read here too, so that a Settings made after those variables change uses the new folder,
+and so are ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` (the Hub options every download uses)
+and the ISA caps ``ONEDNN_MAX_CPU_ISA`` / ``OV_CPU_MAX_ISA`` (a machine limited to AVX2 is
+profiled as one; set both before the process starts, as oneDNN and OpenVINO read them then).
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+# Fields read from variables that are not ANIMEGAN_*: huggingface_hub's, oneDNN's and OpenVINO's.
+_OTHER_VARIABLES = ("hub_cache", "hf_endpoint", "hf_offline", "isa_cap")
 
 
 def _flag(text: str) -> bool:
@@ -74,6 +83,10 @@ class Settings:
     startup_timeout: float = 60.0
     hide_noncommercial: bool = False
     hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)
+    memory_budget: int = 0  # bytes; 0: a quarter of the machine's memory (animegan.runtime)
+    hf_endpoint: str | None = None  # HF_ENDPOINT: another Hub (a mirror, a local server)
+    hf_offline: bool = False  # HF_HUB_OFFLINE: use only what is cached
+    isa_cap: str | None = None  # ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA, e.g. "AVX2"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,7 +96,7 @@ class Settings:
         defaults = cls()
         values: dict[str, object] = {}
         for f in fields(cls):
-            if f.name == "hub_cache":
+            if f.name in _OTHER_VARIABLES:
                 continue
             name = f"ANIMEGAN_{f.name.upper()}"
             raw = env.get(name, "").strip()
@@ -93,6 +106,8 @@ class Settings:
             try:
                 if f.name == "weights_dir":
                     values[f.name] = Path(raw).expanduser()
+                elif f.name == "memory_budget":
+                    values[f.name] = parse_size(raw)
                 elif isinstance(default, bool):
                     values[f.name] = _flag(raw)
                 elif isinstance(default, int):
@@ -102,9 +117,14 @@ class Settings:
                 else:
                     values[f.name] = raw
             except ValueError:
+                if f.name == "memory_budget":
+                    raise ValueError(f"{name}={raw!r} is not a size; unset it or give e.g. 2G or 1500M.") from None
                 kind = "a whole number" if isinstance(default, int) else "a number"
                 raise ValueError(f"{name}={raw!r} is not {kind}; unset it or give e.g. {default!r}.") from None
         values["hub_cache"] = _hub_cache(env)
+        values["hf_endpoint"] = env.get("HF_ENDPOINT", "").strip() or None
+        values["hf_offline"] = _flag(env.get("HF_HUB_OFFLINE", ""))
+        values["isa_cap"] = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("OV_CPU_MAX_ISA") or "").strip() or None
         return cls(**values).checked()
 
     def checked(self) -> Settings:
@@ -114,6 +134,34 @@ class Settings:
         limit = max(SIDE_MIN, self.max_side_limit)
         return _replace(self, max_side_limit=limit, default_side=min(limit, max(SIDE_MIN, self.default_side)),
                         queue_size=max(1, self.queue_size))
+
+
+# What a process started elsewhere (a Ray worker) needs of this one's environment to read the same
+# Settings: the package's variables, huggingface_hub's, and the ISA caps.
+FORWARDED_PREFIXES = ("ANIMEGAN_", "HF_", "ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA")
+
+
+def forwarded_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of this process's environment a worker process needs to read the same Settings."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``2G``, ``1500M``, ``2GB``, ``1.5GiB`` or plain bytes -> bytes (binary units); ValueError otherwise."""
+    t = text.strip().upper().replace(" ", "")
+    for suffix in ("IB", "B"):
+        if t.endswith(suffix) and len(t) > len(suffix):
+            t = t[: -len(suffix)]
+            break
+    unit = t[-1] if t[-1:] in ("K", "M", "G", "T") else ""
+    number = float(t[:-1] if unit else t)
+    if not number >= 0:
+        raise ValueError(text)
+    return int(number * _UNITS[unit])
 
 
 def _replace(settings: Settings, **changes: object) -> Settings:

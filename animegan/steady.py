@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .stylizer import Stylizer, inference
+from .stylizer import Stylizer
 from .tiles.layout import sampling_grids
 
 DEFAULT_ALPHA = 0.8  # weight of the carried statistics
@@ -101,7 +101,7 @@ class Stabilizer:
         carried = self._stats is not None
         given = self._stats if carried else np.zeros((self.engine.layers, 2), np.float32)
         alpha = self.alpha if carried else 0.0
-        with inference(wait):
+        with self._stylizer.runtime.inference(self.engine.family, wait=wait):
             y, own = self.engine.frame(x, given, alpha, sampling_grids((h, w)))
         self._stats = (alpha * given + (1 - alpha) * own).astype(np.float32)
         return (y[0] * np.float32(0.5) + np.float32(0.5)).clip(0, 1).transpose(1, 2, 0) * np.float32(255)

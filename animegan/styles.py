@@ -1,9 +1,16 @@
-"""Registry of known styles: one table of named pretrained variants and their metadata."""
+"""Registry of known styles: one table of named pretrained variants and their metadata,
+the styles registered at run time (kept by the process's runtime), and the one check of a
+style name that every way in uses (:func:`choose`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from . import runtime
 
 _GITHUB = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/"
 # The sha256 of bryandlee's GitHub files could not be read or found from here (GitHub is
@@ -113,7 +120,7 @@ def _onnx_copy(repo_id: str, filename: str, release: str) -> str:
     return f"the ONNX export of the {release} release, community copy on the Hugging Face Hub: {repo_id}/{filename}"
 
 
-STYLES: dict[str, Style] = {
+BUILTIN_STYLES: Mapping[str, Style] = MappingProxyType({
     s.name: s
     for s in (
         Style(
@@ -227,21 +234,77 @@ STYLES: dict[str, Style] = {
                                                          "AnimeGANv3_PortraitSketch.onnx", "AnimeGANv3")),
         ),
     )
-}
+})
+
+
+class _Registry(Mapping[str, Style]):
+    """Every style: the built-in ones, then those registered in this process (a registered
+    style of the same name replaces a built-in one). It holds nothing itself: the styles
+    registered at run time are kept by the process's runtime."""
+
+    def __getitem__(self, name: str) -> Style:
+        registered = runtime.registered_styles()
+        if isinstance(name, str) and name in registered:
+            return registered[name]
+        return BUILTIN_STYLES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        registered = runtime.registered_styles()
+        yield from BUILTIN_STYLES
+        yield from (name for name in list(registered) if name not in BUILTIN_STYLES)
+
+    def __len__(self) -> int:
+        return len(set(BUILTIN_STYLES) | set(runtime.registered_styles()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in BUILTIN_STYLES or name in runtime.registered_styles())
+
+    def pop(self, name: str, default: Any = None) -> Style | None:
+        """Forget a style registered at run time (built-in styles stay)."""
+        return runtime.registered_styles().pop(name, default)
+
+
+STYLES: Mapping[str, Style] = _Registry()
+MAX_NAME_SHOWN = 40  # characters of an unknown style's name repeated in a message
+
+
+class StyleError(ValueError):
+    """A style name that cannot be used here; the message says which ones can."""
 
 
 def get_style(name: str) -> Style:
-    try:
-        return STYLES[name]
-    except KeyError:
-        known = ", ".join(STYLES)
-        raise ValueError(f"Unknown style {name!r}. Known styles: {known}.") from None
+    """The style called ``name`` (any registered one; :func:`choose` also applies the policy)."""
+    return choose(name)
 
 
 def visible_styles(hide_noncommercial: bool = False) -> dict[str, Style]:
     """The registry as a deployer shows it: without non-commercial styles when asked
     (``Settings.hide_noncommercial``, ANIMEGAN_HIDE_NONCOMMERCIAL)."""
     return {n: s for n, s in STYLES.items() if not (hide_noncommercial and s.licence.noncommercial)}
+
+
+def shown_name(name: Any) -> str:
+    """A name as a message may repeat it: quoted, and cut to MAX_NAME_SHOWN characters."""
+    text = name if isinstance(name, str) else str(name)
+    return repr(text if len(text) <= MAX_NAME_SHOWN else text[:MAX_NAME_SHOWN] + "...")
+
+
+def choose(name: Any, *, hide_noncommercial: bool = False) -> Style:
+    """The one check of a style name, made where it comes in (the Stylizer, for every way
+    in): a name (text) of a style offered here. Anything else is a :class:`StyleError`
+    that names the styles that *are* offered (never the hidden ones) and repeats at most
+    MAX_NAME_SHOWN characters of what was sent."""
+    offered = visible_styles(hide_noncommercial)
+    choices = ", ".join(offered)
+    if not isinstance(name, str):
+        raise StyleError(f"A style is a name, such as {next(iter(offered), 'face_paint_512_v2')!r}, "
+                         f"not a {type(name).__name__}. Choose one of: {choices}.")
+    if name in offered:
+        return offered[name]
+    if name in STYLES:  # hidden by the deployer's policy
+        raise StyleError(f"The style {shown_name(name)} is not offered here: its weights are for non-commercial "
+                         f"use only (ANIMEGAN_HIDE_NONCOMMERCIAL). Choose one of: {choices}.")
+    raise StyleError(f"Unknown style {shown_name(name)}. Choose one of: {choices}.")
 
 
 def licence_card(style: str | Style) -> str:
@@ -342,5 +405,5 @@ def register_style(
         layout=layout,
         sha256=sha256.lower() if sha256 else None,
     )
-    STYLES[name] = style
+    runtime.registered_styles()[name] = style
     return style

@@ -2,15 +2,20 @@
 (faces), the generator on a backend, and back to an image, with a result cache.
 
 It owns the face loop too (find the faces, stylize each framed face, paste it back):
-``animegan.faces`` only detects and frames. Every model pass and every face detection
-holds ``host.INFERENCE_LOCK``; live frames ask with ``wait=False`` and get
-:class:`Busy` instead of waiting behind a photo or a clip.
+``animegan.faces`` only detects and frames. It is also where the policy lives, so that
+every way in (the app's endpoints, live frames, clips, batch, export, the command line,
+the library) gets the same answer: a style name is checked once, where it comes in
+(:meth:`Stylizer.check_style`: hidden non-commercial styles, unknown names, anything
+that is not a name), and a picture is stylized in one pass only when the pass fits the
+runtime's memory budget, else in tiles that do.
+
+Every model pass and every face detection holds the runtime's inference lock; live
+frames ask with ``wait=False`` and get :class:`Busy` instead of waiting behind a photo or
+a clip.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import threading
 import time
@@ -23,32 +28,21 @@ import numpy as np
 from PIL import Image
 
 from . import faces as facelib
-from . import host, images, policy, weights
+from . import host, images, policy, runtime, styles, weights
 from .backends import Backend, make_backend
-from .host import INFERENCE_LOCK
+from .backends import memory as pass_memory
 from .policy import FaceMode
+from .runtime import Busy, Runtime
 from .settings import Settings
-from .styles import DEFAULT_STYLE, get_style, licence_line
+from .styles import DEFAULT_STYLE, Style, get_style, licence_line
 from .tiles import engines as tile_engines
+from .tiles import layout as tile_layout
 from .tiles.run import stylize_tiled
 
 ProgressFn = Callable[[float, str], None]
 NO_FACE_NOTE = "No face found; stylized the whole photo."
 
-
-class Busy(RuntimeError):
-    """The process is stylizing something else and the caller chose not to wait."""
-
-
-@contextlib.contextmanager
-def inference(wait: bool = True):
-    """The inference lock; with ``wait=False``, :class:`Busy` at once when it is taken."""
-    if not INFERENCE_LOCK.acquire(blocking=wait):
-        raise Busy("another picture is being stylized")
-    try:
-        yield
-    finally:
-        INFERENCE_LOCK.release()
+__all__ = ["Busy", "Result", "Stylizer", "stylize"]
 
 
 @dataclass
@@ -77,10 +71,13 @@ class Result:
 
 
 class Stylizer:
-    """Holds the loaded models (one per style), the backend choice and a result cache.
+    """Holds the loaded models (one per style), the backend choice, the policy and a result cache.
 
     Create one per process and share it: the app, the command line and the tests do.
-    ``settings`` default to ``Settings.from_env()``, read once here.
+    ``settings`` default to the process runtime's (read from the environment once);
+    ``runtime`` to the process's (:mod:`animegan.runtime`). ``wait_for_fast=True`` makes
+    the automatic backend choose (and build the int8 model, once per machine) before the
+    first picture instead of in the background, telling ``progress(fraction, text)``.
     """
 
     def __init__(
@@ -88,22 +85,28 @@ class Stylizer:
         style: str = DEFAULT_STYLE,
         *,
         settings: Settings | None = None,
+        runtime: Runtime | None = None,
         backend: str | None = None,
         max_side: int | None = policy.DEFAULT_MAX_SIDE,
         max_pixels: int = policy.DEFAULT_MAX_PIXELS,
         weights_file: str | Path | None = None,
         cache_size: int = 32,
+        wait_for_fast: bool = False,
+        progress: ProgressFn | None = None,
     ) -> None:
-        get_style(style)  # fail early on a typo
-        self.style = style
-        self.settings = settings or Settings.from_env()
+        rt = runtime or _runtime_for(settings)
+        self.runtime = rt.with_settings(settings) if settings is not None else rt
+        self.settings = self.runtime.settings
+        self.style = self.check_style(style).name  # fail early on a typo or a hidden style
         self.backend_name = backend or self.settings.backend
         self.max_side = max_side
         self.max_pixels = max_pixels
+        self.wait_for_fast = wait_for_fast
+        self._prepare_progress = progress
         # a .pt/.safetensors file, a model folder (config.json + model.safetensors) or a Hub repo id
-        self._overrides: dict[str, str | Path] = {style: weights_file} if weights_file else {}
-        self._backends: dict[str, Backend] = {}
-        self._models: dict[str, object] = {}  # the generator behind each backend
+        self._overrides: dict[str, str | Path] = {self.style: weights_file} if weights_file else {}
+        self._backends: dict[tuple[str, str], Backend] = {}  # (style, backend asked for) -> backend
+        self._models: dict[str, object] = {}  # the generator behind each style's backends
         self._engines: dict[tuple[str, str], object] = {}  # (style, backend name) -> tile engine
         self._load_lock = threading.Lock()
         self._style_locks: dict[str, threading.Lock] = {}
@@ -111,95 +114,127 @@ class Stylizer:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
 
+    # -- policy ---------------------------------------------------------------------------
+    def check_style(self, name: object) -> Style:
+        """The style ``name`` names, if it is offered here; else a :class:`animegan.styles.StyleError`
+        (a ValueError) that says which are (see :func:`animegan.styles.choose`)."""
+        return styles.choose(name, hide_noncommercial=self.settings.hide_noncommercial)
+
+    @property
+    def styles(self) -> dict[str, Style]:
+        """The styles offered here (all, or without the non-commercial ones)."""
+        return styles.visible_styles(self.settings.hide_noncommercial)
+
     # -- models -----------------------------------------------------------------------
     def weights_path(self, style: str) -> str | Path:
         """Where the style's generator comes from: a weights file, a model folder or a Hub repo id."""
-        if style in self._overrides:
-            return self._overrides[style]
-        spec = get_style(style)
+        spec = self.check_style(style)
+        if spec.name in self._overrides:
+            return self._overrides[spec.name]
         if spec.repo_id and not spec.filename:
             return spec.repo_id  # a model repo: config.json + model.safetensors
-        return weights.resolve(spec, self.settings)
+        return weights.resolve(spec, self.runtime)
 
-    def backend(self, style: str | None = None) -> Backend:
-        """The ready backend for ``style``, loading (and downloading) it on first use."""
-        style = style or self.style
-        ready = self._backends.get(style)
+    def model(self, style: str):
+        """The style's generator (an nn.Module, or an OnnxGenerator), loaded once."""
+        spec = self.check_style(style)
+        with self._load_lock:  # held only to find this style's own lock
+            lock = self._style_locks.setdefault(spec.name, threading.Lock())
+        with lock:  # one load per style; other styles load (or serve) meanwhile
+            if spec.name not in self._models:
+                self._models[spec.name] = weights.load_model(self.weights_path(spec.name), spec, self.runtime)
+            return self._models[spec.name]
+
+    def backend(self, style: str | None = None, name: str | None = None) -> Backend:
+        """The ready backend for ``style`` (``name``: another backend than the Stylizer's,
+        e.g. ``float32``), loading (and downloading) the weights on first use."""
+        spec = self.check_style(style or self.style)
+        key = (spec.name, name or self.backend_name)
+        ready = self._backends.get(key)
         if ready is not None:  # loaded: never wait behind another style's download
             return ready
-        with self._load_lock:  # held only to find this style's own lock
-            lock = self._style_locks.setdefault(style, threading.Lock())
-        with lock:  # one load per style; other styles load (or serve) meanwhile
-            if style not in self._backends:
-                model = weights.load_model(self.weights_path(style), get_style(style))
-                self._backends[style] = make_backend(model, self.backend_name, self.settings)
-                self._models[style] = model
-            return self._backends[style]
+        model = self.model(spec.name)
+        with self._style_locks[spec.name]:
+            if key not in self._backends:
+                self._backends[key] = make_backend(model, key[1], self.runtime, background=not self.wait_for_fast,
+                                                   progress=self._prepare_progress)
+            return self._backends[key]
+
+    def loaded_backend(self, style: str | None = None) -> Backend | None:
+        """The style's backend if it is loaded already, else None (nothing is loaded)."""
+        return self._backends.get((style or self.style, self.backend_name))
 
     def is_loaded(self, style: str) -> bool:
-        return style in self._backends
+        return self.loaded_backend(style) is not None
 
     # -- the path of one photo -----------------------------------------------------------
     def engine(self, style: str):
         """The injected-statistics engine for ``style`` on the backend serving it now
         (tiles of big photos, steadier video); made once per style and backend."""
         backend = self.backend(style)
-        key = (style, backend.name)
+        spec = self.check_style(style)
+        key = (spec.name, backend.name)
         with self._load_lock:
             if key not in self._engines:
-                for old in [k for k in self._engines if k[0] == style]:  # the backend was upgraded since
+                for old in [k for k in self._engines if k[0] == spec.name]:  # the backend was upgraded since
                     del self._engines[old]
                 try:
-                    self._engines[key] = tile_engines.engine_for(self._models[style], backend)
+                    self._engines[key] = tile_engines.engine_for(self._models[spec.name], backend, self.runtime)
                 except tile_engines.UnsupportedGenerator as exc:
-                    raise ValueError(f"The {get_style(style).title} style cannot run in tiles or carry statistics "
+                    raise ValueError(f"The {spec.title} style cannot run in tiles or carry statistics "
                                      f"({exc}).") from None
             return self._engines[key]
 
-    def run_array(self, style: str, img: Image.Image, *, wait: bool = True,
-                  progress: ProgressFn | None = None) -> Image.Image:
-        """Stylize an RGB image at its own size (no size policy, no cache). With
-        ``wait=False`` raise :class:`Busy` instead of waiting for another picture.
+    def fits_in_one_pass(self, style: str, size: tuple[int, int], backend: Backend | None = None) -> bool:
+        """Whether one pass over a picture of ``size`` stays within the memory budget, as
+        predicted from what this process holds now and the measured cost per pixel."""
+        backend = backend or self.backend(style)
+        predicted = host.rss() + pass_memory.pass_bytes(self.model(style), backend.name, self.runtime.machine,
+                                                        size[0] * size[1])
+        return predicted <= self.runtime.memory_budget
 
-        Above ``policy.TILED_ABOVE_PIXELS`` the picture goes in tiles with its exact
-        statistics (``animegan.tiles``): memory is bounded by the tile, not the photo;
-        ``progress`` hears of every tile pass."""
-        backend = self.backend(style)
-        if img.width * img.height > policy.TILED_ABOVE_PIXELS:
+    def run_array(self, style: str, img: Image.Image, *, wait: bool = True, progress: ProgressFn | None = None,
+                  backend: str | None = None, background: bool = False) -> Image.Image:
+        """Stylize an RGB image at its own size (no size policy, no cache). With
+        ``wait=False`` raise :class:`Busy` instead of waiting for another picture;
+        ``backend`` names another backend than the Stylizer's (``float32``);
+        ``background=True`` lets foreground work go first (thumbnails).
+
+        A picture whose pass would not fit the memory budget goes in tiles with its exact
+        statistics (``animegan.tiles``), as big as the budget allows; ``progress`` hears
+        of every tile pass."""
+        be = self.backend(style, backend)
+        if not self.fits_in_one_pass(style, img.size, be):
             return self._run_tiled(style, img, progress)
         x = images.to_array(img)
-        with inference(wait):
-            out = backend(x)
+        hold = self.runtime.background(be.family) if background else self.runtime.inference(be.family, wait=wait)
+        with hold:
+            out = be(x)
         return images.from_array(out)
 
     def _run_tiled(self, style: str, img: Image.Image, progress: ProgressFn | None) -> Image.Image:
         try:
             engine = self.engine(style)
         except ValueError as exc:
-            side = int((policy.TILED_ABOVE_PIXELS * max(img.size) / min(img.size)) ** 0.5)
-            raise ValueError(f"{exc} A {img.width} x {img.height} picture is too big for one pass: use a "
-                             f"long side of at most {side} px (--max-side {side}).") from None
+            raise ValueError(f"{exc} A {img.width} x {img.height} picture needs more memory than the budget "
+                             f"({self.runtime.memory_budget / 2**30:.1f} GB, ANIMEGAN_MEMORY_BUDGET) in one pass: "
+                             f"use a smaller --max-side, or raise the budget.") from None
         report = progress or (lambda fraction, text: None)
 
         def tile_progress(done: int, total: int, text: str) -> None:
             report(0.2 + 0.78 * done / total, f"Stylizing {img.width} x {img.height} in tiles: {text}")
 
-        # Tiles come in many shapes, and a heap that keeps every freed block (the setting
-        # PyTorch is served with, host.tune_allocator) grows with them: 8.3 GB at 12 MP,
-        # measured. Big blocks go back to the system while the tiles run.
-        torch_kept = self.settings.malloc and engine.name.startswith("torch")
-        if torch_kept:
-            host.tune_allocator(keep_big_blocks=False)
-        try:
-            return stylize_tiled(engine, img, progress=tile_progress, lock=INFERENCE_LOCK)
-        finally:
-            if torch_kept:
-                host.tune_allocator(keep_big_blocks=True)
+        room = self.runtime.memory_budget - host.rss()
+        side = pass_memory.tile_side(self.model(style), engine.family, self.runtime.machine, img.width * img.height,
+                                     room)
+        kind = "tiles" if engine.family == "torch" else engine.family
+        return stylize_tiled(engine, img, tile=side, margin=tile_layout.MARGIN, progress=tile_progress,
+                             hold=lambda: self.runtime.inference(kind))
 
     def detect_faces(self, img: Image.Image, *, wait: bool = True) -> list[facelib.Face]:
         """Faces in ``img``, largest first (MTCNN takes the cores like a model pass)."""
-        with inference(wait):
-            return facelib.detect_faces(img)
+        with self.runtime.inference(None, wait=wait):
+            return facelib.detect_faces(img, rt=self.runtime)
 
     def run(
         self,
@@ -218,11 +253,9 @@ class Stylizer:
         With ``face_crop="paste"``, ``face_style`` names the style each face is redone in
         (the photo stays in ``style``), e.g. a Shinkai scene with Face Paint faces; it is
         ignored in the other face modes. The notes end with each style's licence line."""
-        style = style or self.style
-        get_style(style)  # a typo fails before any work
+        style = self.check_style(style or self.style).name  # a typo or a hidden style fails before any work
         mode = policy.parse_face_mode(face_crop)
-        face_style = face_style or style
-        get_style(face_style)
+        face_style = self.check_style(face_style or style).name
         if mode != "paste":
             face_style = style
         limit = self.max_side if max_side is True else (max_side or None)
@@ -262,7 +295,7 @@ class Stylizer:
                 out = images.resize(out, decoded.rgb.size)
             out = images.with_alpha(out, decoded.alpha)
         report(1.0, "Done")
-        backend = self._backends[style]
+        backend = self.backend(style)
         upgrading = backend.upgrading
         result = Result(out, style, out.size, time.perf_counter() - start, backend.name, faces=faces, notes=notes,
                         source=shown)
@@ -322,10 +355,13 @@ def _side_by_side(before: Image.Image, after: Image.Image) -> Image.Image:
     return canvas
 
 
-@functools.cache
+def _runtime_for(settings: Settings | None) -> Runtime:
+    return runtime.get(settings)
+
+
 def shared_stylizer() -> Stylizer:
-    """The process-wide Stylizer behind :func:`stylize` (models load once per process)."""
-    return Stylizer()
+    """The process-wide Stylizer behind :func:`stylize` (models load once per process), kept by the runtime."""
+    return runtime.get().shared("stylizer", Stylizer)
 
 
 def stylize(

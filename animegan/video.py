@@ -274,7 +274,7 @@ def stylize_video(
     """
     av = _av()
     source = Path(source)
-    style = style or stylizer.style
+    style = stylizer.check_style(style or stylizer.style).name  # the core's policy, before any work
     start = time.perf_counter()
     info = probe(source)
     check_limits(source.name, info)

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import pickle
 import re
 import warnings
@@ -16,10 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .files import atomic_write, sha256_file
 from .models import Generator
 from .models.onnx import OnnxGenerator, OnnxModelError
 from .models.registry import CONFIG, WEIGHTS, ConfigError, architectures, build, is_model_folder, read_config
-from .settings import Settings
+from .runtime import HubOptions, Runtime, get
 from .styles import Style, get_style
 
 log = logging.getLogger("animegan")
@@ -33,10 +33,6 @@ class WeightsError(RuntimeError):
     """Weights could not be found, fetched or loaded; the message says what to do."""
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
     if not folder:
         return None
@@ -48,54 +44,38 @@ def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
     return candidate if (candidate / "config.json").is_file() else None
 
 
-def _from_hub(style: Style, hub_cache: Path | None) -> Path:
+def _from_hub(style: Style, hub: HubOptions) -> Path:
     from huggingface_hub import hf_hub_download
 
-    return Path(
-        hf_hub_download(
-            style.repo_id,
-            style.filename,
-            revision=style.revision,
-            cache_dir=hub_cache,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            local_files_only=_env_flag("HF_HUB_OFFLINE"),
-        )
-    )
+    return Path(hf_hub_download(style.repo_id, style.filename, revision=style.revision, **hub.download()))
 
 
-def _from_url(style: Style, hub_cache: Path | None) -> Path:
+def _url_target(style: Style, hub: HubOptions) -> Path:
+    """Where weights downloaded from a plain URL are kept: the Hub cache's animegan-urls/."""
+    key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
+    return hub.cache / "animegan-urls" / key / Path(style.url).name
+
+
+def _from_url(style: Style, hub: HubOptions) -> Path:
     """Weights with no Hub home: a plain HTTP download into the same cache folder."""
-    from huggingface_hub import constants
     from huggingface_hub.file_download import http_get
 
-    key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
-    target = Path(hub_cache or constants.HF_HUB_CACHE) / "animegan-urls" / key / Path(style.url).name
+    target = _url_target(style, hub)
     if target.is_file():
         if _pinned_ok(style, target):
             return target
         target.unlink(missing_ok=True)  # a changed or damaged copy: fetch it again
-    if _env_flag("HF_HUB_OFFLINE"):
+    if hub.offline:
         raise FileNotFoundError(f"offline mode (HF_HUB_OFFLINE) and {style.url} is not cached")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    with open(partial, "wb") as f:
-        http_get(style.url, f, displayed_filename=target.name)
-    if not _pinned_ok(style, partial):
-        got = file_sha256(partial)
-        partial.unlink(missing_ok=True)
-        raise WeightsError(f"the file at {style.url} is not the pinned one (sha256 {got[:16]}..., "
-                           f"expected {style.sha256[:16]}...); it was not used")
-    partial.replace(target)
-    return target
 
+    def download(partial: Path) -> None:
+        with open(partial, "wb") as f:
+            http_get(style.url, f, displayed_filename=target.name)
+        if not _pinned_ok(style, partial):
+            raise WeightsError(f"the file at {style.url} is not the pinned one (sha256 "
+                               f"{sha256_file(partial)[:16]}..., expected {style.sha256[:16]}...); it was not used")
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return atomic_write(target, download)
 
 
 def _pinned_ok(style: Style, path: Path) -> bool:
@@ -105,7 +85,7 @@ def _pinned_ok(style: Style, path: Path) -> bool:
         log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
                     style.name, style.url)
         return True
-    return file_sha256(path) == style.sha256
+    return sha256_file(path) == style.sha256
 
 
 def _describe(exc: BaseException) -> str:
@@ -121,18 +101,17 @@ def _describe(exc: BaseException) -> str:
     return said[:400]
 
 
-def resolve(style: str | Style, settings: Settings | None = None) -> Path:
+def resolve(style: str | Style, rt: Runtime | None = None) -> Path:
     """The local file holding a style's weights, downloading it once if needed.
 
     Order: ``<settings.weights_dir>/<style>.safetensors|.pt`` (ANIMEGAN_WEIGHTS_DIR; or a
     model folder ``<style>/``), the style's local path (a file or a model folder), the
-    Hugging Face Hub (cached by huggingface_hub in ``settings.hub_cache``), then a plain
-    URL. ``settings`` default to the environment's.
+    Hugging Face Hub (cached by huggingface_hub in the runtime's Hub cache), then a plain
+    URL. ``rt`` defaults to the process's runtime.
     """
-    settings = settings or Settings.from_env()
-    hub_cache = settings.hub_cache
+    rt = rt or get()
     style = get_style(style) if isinstance(style, str) else style
-    local = _from_weights_dir(style.name, settings.weights_dir)
+    local = _from_weights_dir(style.name, rt.settings.weights_dir)
     if local is not None:
         return local
     if style.path is not None:
@@ -146,18 +125,42 @@ def resolve(style: str | Style, settings: Settings | None = None) -> Path:
         sources.append((f"the Hugging Face Hub ({style.repo_id}/{style.filename})", _from_hub))
     if style.url:
         sources.append((style.url, _from_url))
+    hub = rt.hub
     for where, fetch in sources:
         try:
-            return fetch(style, hub_cache)
+            return fetch(style, hub)
         except Exception as exc:  # network, 404, 5xx, offline: try the next source
             tried.append(f"  - {where}: {_describe(exc)}")
-    offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if _env_flag("HF_HUB_OFFLINE") else ""
+    offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if hub.offline else ""
     raise WeightsError(
         f"Could not get the weights for style {style.name!r}{offline}; nothing is cached.\n"
         + "\n".join(tried)
         + f"\nTo work offline, put the file in a folder as {style.name}.pt (or .safetensors) "
         f"and set {WEIGHTS_DIR_ENV} to that folder, or pass --weights FILE."
     )
+
+
+def local_weights(style: str | Style, rt: Runtime | None = None) -> Path | None:
+    """Where a style's weights already are on this machine (the weights folder, its local
+    path, the Hub cache or the URL cache), without downloading anything; None if nowhere."""
+    from huggingface_hub import try_to_load_from_cache
+
+    rt = rt or get()
+    style = get_style(style) if isinstance(style, str) else style
+    found = _from_weights_dir(style.name, rt.settings.weights_dir)
+    if found is not None:
+        return found
+    if style.path is not None:
+        return style.path if style.path.exists() else None
+    if style.repo_id:
+        cached = try_to_load_from_cache(style.repo_id, style.filename or CONFIG, cache_dir=rt.hub.cache,
+                                        revision=style.revision)
+        if isinstance(cached, str):
+            return Path(cached)
+    if style.url:
+        target = _url_target(style, rt.hub)
+        return target if target.is_file() else None
+    return None
 
 
 def read_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:
@@ -248,31 +251,28 @@ def _from_folder(folder: Path) -> nn.Module:
     return model
 
 
-def _download_folder(repo_id: str, revision: str | None = None) -> Path:
+def _download_folder(repo_id: str, hub: HubOptions, revision: str | None = None) -> Path:
     """config.json + model.safetensors of a Hub repo, in huggingface_hub's cache; the
-    snapshot folder holding both. The endpoint is read at call time (HF_ENDPOINT), as for
-    the published styles' weights."""
+    snapshot folder holding both."""
     from huggingface_hub import hf_hub_download
 
-    options = dict(revision=revision, cache_dir=Settings.from_env().hub_cache,
-                   endpoint=os.environ.get("HF_ENDPOINT") or None, local_files_only=_env_flag("HF_HUB_OFFLINE"))
-    config = Path(hf_hub_download(repo_id, CONFIG, **options))
-    weights = Path(hf_hub_download(repo_id, WEIGHTS, **options))
+    config = Path(hf_hub_download(repo_id, CONFIG, revision=revision, **hub.download()))
+    weights = Path(hf_hub_download(repo_id, WEIGHTS, revision=revision, **hub.download()))
     if weights.parent != config.parent:  # different revisions in between: keep them together
         raise WeightsError(f"{repo_id}: config.json and {WEIGHTS} came from different revisions; try again.")
     return config.parent
 
 
-def load_generator(source: str | Path, revision: str | None = None) -> nn.Module:
+def load_generator(source: str | Path, revision: str | None = None, rt: Runtime | None = None) -> nn.Module:
     """A ready (eval mode, no gradients) generator from a model folder, a Hub repo id, or a
-    published AnimeGANv2 state_dict file."""
+    published AnimeGANv2 state_dict file (a Hub repo with the runtime's Hub options)."""
     try:
-        return _load_generator(source, revision)
+        return _load_generator(source, revision, rt)
     except ConfigError as exc:
         raise WeightsError(str(exc)) from None
 
 
-def _load_generator(source: str | Path, revision: str | None) -> nn.Module:
+def _load_generator(source: str | Path, revision: str | None, rt: Runtime | None) -> nn.Module:
     path = Path(source)
     if path.is_file() and path.name == WEIGHTS and is_model_folder(path.parent):
         path = path.parent  # model.safetensors inside a model folder: use its config
@@ -285,7 +285,7 @@ def _load_generator(source: str | Path, revision: str | None) -> nn.Module:
         model = _load_state_file(path)
     elif isinstance(source, str) and _REPO_ID.match(source) and not source.startswith((".", "/")):
         try:
-            folder = _download_folder(source, revision)
+            folder = _download_folder(source, (rt or get()).hub, revision)
         except Exception as exc:
             if type(exc).__name__ == "WeightsError":
                 raise
@@ -297,32 +297,30 @@ def _load_generator(source: str | Path, revision: str | None) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def style_architecture(name: str) -> nn.Module:
+def style_architecture(name: str, rt: Runtime | None = None) -> nn.Module:
     """An untrained module with a style's architecture, found without its weights where
     possible: the config.json of its model folder (ANIMEGAN_WEIGHTS_DIR/<name>/ or its
     local path) or of its Hub model repo (cached or fetched: a few hundred bytes);
     a plain weights file means the published AnimeGANv2 network."""
+    rt = rt or get()
     style = get_style(name)
-    for folder in (_from_weights_dir(style.name, Settings.from_env().weights_dir), style.path):
+    for folder in (_from_weights_dir(style.name, rt.settings.weights_dir), style.path):
         if folder is not None and is_model_folder(folder):
             return build(read_config(folder))
     if style.repo_id and not style.filename:
         from huggingface_hub import hf_hub_download
 
-        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision,
-                                 cache_dir=Settings.from_env().hub_cache,
-                                 endpoint=os.environ.get("HF_ENDPOINT") or None,
-                                 local_files_only=_env_flag("HF_HUB_OFFLINE"))
+        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision, **rt.hub.download())
         return build(read_config(Path(config).parent))
     return build({"architecture": "animeganv2"})
 
 
-def load_model(path: str | Path, style: str | Style) -> Generator | OnnxGenerator:
+def load_model(path: str | Path, style: str | Style, rt: Runtime | None = None) -> Generator | OnnxGenerator:
     """What a backend is made from: an ONNX file (``.onnx``) as an :class:`OnnxGenerator`
     fed as the style says (value range, size multiple, layout), else PyTorch weights."""
     style = get_style(style) if isinstance(style, str) else style
     if Path(path).suffix.lower() != ".onnx":
-        return load_generator(path)
+        return load_generator(path, rt=rt)
     try:
         return OnnxGenerator.load(path, value_range=style.value_range, multiple=style.multiple, layout=style.layout)
     except OnnxModelError as exc:

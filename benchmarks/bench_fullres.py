@@ -42,9 +42,6 @@ PHOTOS = ["rocket.jpg", "coffee.png", "astronaut.png"]
 HF_CACHE = Path(tempfile.mkdtemp(prefix="animegan-bench-hf-"))
 
 
-def psnr8(a, b) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def upscaled(name: str, size: tuple[int, int]) -> Image.Image:
@@ -64,14 +61,16 @@ def naive_tiles(run, img: Image.Image) -> np.ndarray:
 
 
 def bench_psnr(size: tuple[int, int], photos: list[str]) -> list[str]:
-    from animegan import images, weights
+    from animegan import images, runtime, weights
     from animegan.backends import make_backend
+    from animegan.backends.fidelity import psnr_8bit as psnr8
     from animegan.settings import Settings
     from animegan.tiles import engines
     from animegan.tiles.run import stylize_tiled
 
     generator = weights.load_generator(PROXY)
     settings = dataclasses.replace(Settings.from_env(), hub_cache=HF_CACHE)
+    rt = runtime.get(settings)
     int8 = make_backend(generator, "openvino-int8", settings)
     fp32 = make_backend(generator, "torch-fp32", settings)
     rows = []
@@ -82,12 +81,12 @@ def bench_psnr(size: tuple[int, int], photos: list[str]) -> list[str]:
         t0 = time.perf_counter()
         ref32 = run32(img)
         t1 = time.perf_counter()
-        tiled32 = stylize_tiled(engines.engine_for(generator, fp32), img)
+        tiled32 = stylize_tiled(engines.engine_for(generator, fp32, rt), img)
         t2 = time.perf_counter()
         naive32 = naive_tiles(run32, img)
         ref8 = run8(img)
         t3 = time.perf_counter()
-        tiled8 = stylize_tiled(engines.engine_for(generator, int8), img)
+        tiled8 = stylize_tiled(engines.engine_for(generator, int8, rt), img)
         t4 = time.perf_counter()
         rows.append(f"| {name} | torch-fp32 | **{psnr8(tiled32, ref32):.1f} dB** | {psnr8(naive32, ref32):.1f} dB | "
                     f"{t2 - t1:.0f} s tiled, {t1 - t0:.1f} s untiled |")
@@ -104,10 +103,9 @@ import dataclasses, json, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from PIL import Image
-from animegan import Stylizer, host
+from animegan import Stylizer
 from animegan.settings import Settings
-host.configure_threads({threads})
-settings = dataclasses.replace(Settings.from_env(), hub_cache=Path({cache!r}))
+settings = dataclasses.replace(Settings.from_env(), hub_cache=Path({cache!r}), threads={threads})
 stylizer = Stylizer(settings=settings, backend={backend!r}, max_side=None, weights_file={weights!r})
 stylizer.backend()
 img = Image.open({photo!r}).convert("RGB")
@@ -176,9 +174,7 @@ def main() -> None:
     ap.add_argument("--photos", nargs="+", default=PHOTOS)
     args = ap.parse_args()
     os.environ["HF_HUB_CACHE"] = str(HF_CACHE)
-    from animegan import host
-
-    host.configure_threads(args.threads)
+    os.environ["ANIMEGAN_THREADS"] = str(args.threads)  # read once, by this process's runtime
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
     lines = ["# Full resolution in tiles", "",

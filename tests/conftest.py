@@ -57,11 +57,12 @@ def stylizer(weights_dir):
     import os
 
     from animegan import Stylizer
+    from animegan.settings import Settings
 
     old = os.environ.get("ANIMEGAN_WEIGHTS_DIR")
     os.environ["ANIMEGAN_WEIGHTS_DIR"] = str(weights_dir)
     try:
-        s = Stylizer()
+        s = Stylizer(settings=Settings.from_env())
         s.backend()  # load while the variable is set
         yield s
     finally:

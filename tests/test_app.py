@@ -202,9 +202,9 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
 
     from animegan import app as ui
     from animegan.settings import Settings
-    from animegan.stylizer import Result
+    from animegan.stylizer import Result, Stylizer
 
-    class SlowStylizer:
+    class SlowStylizer(Stylizer):  # the real policy and runtime; a slow stand-in for the passes
         running = overlap = 0
         lock = threading.Lock()
 
@@ -221,7 +221,8 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
             return True
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = ui.build(app=ui.App(SlowStylizer(), settings=Settings(queue_size=1)), check_weights=False)
+    settings = Settings(queue_size=1)
+    demo = ui.build(app=ui.App(SlowStylizer(settings=settings), settings=settings), check_weights=False)
     port = free_port()
     ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -16,12 +16,21 @@ import pytest
 import torch
 from conftest import PROXY_WEIGHTS, ROOT, photo
 
-from animegan import backends, host, images
+from animegan import backends, images, runtime
 from animegan.backends import fidelity
 from animegan.backends import openvino as ovb
 from animegan.backends.auto import AutoBackend
 from animegan.settings import Settings
 from animegan.weights import load_generator
+
+
+def rt_for(cache: Path, side: int = 96, **changes) -> runtime.Runtime:
+    """A runtime over this process's resources whose artefacts live under ``cache``."""
+    return runtime.get(Settings(hub_cache=cache, calibration_side=side, **changes))
+
+
+def builds() -> int:
+    return runtime.get().count(ovb.BUILD_EVENT)
 
 
 def _input(name: str, side: int) -> np.ndarray:
@@ -44,14 +53,9 @@ def reference(model):
 
 
 @pytest.fixture(scope="module")
-def artefacts(tmp_path_factory):
-    """A private artefact cache; calibration at 256 px keeps the build to seconds."""
-    mp = pytest.MonkeyPatch()
-    folder = tmp_path_factory.mktemp("hub")
-    mp.setenv("HF_HUB_CACHE", str(folder))
-    mp.setenv("ANIMEGAN_CALIBRATION_SIDE", "256")
-    yield folder
-    mp.undo()
+def artefacts(tmp_path_factory) -> runtime.Runtime:
+    """A runtime with a private artefact cache; calibration at 256 px keeps the build to seconds."""
+    return rt_for(tmp_path_factory.mktemp("hub"), 256)
 
 
 def test_fp32_is_exact(model, reference):
@@ -63,7 +67,7 @@ def test_fp32_is_exact(model, reference):
 
 
 def test_bf16_within_bound(model, reference):
-    if not host.native_bf16():
+    if not runtime.get().native_bf16:
         with pytest.raises(ValueError, match="cannot run here"):
             backends.make_backend(model, "torch-bf16")
         pytest.skip("this CPU has no native bf16")
@@ -77,27 +81,28 @@ def test_openvino_fp32_graph_matches_the_generator(model, reference):
     x = _input("rocket.jpg", 101)  # 101 x 67: odd sizes, non-square
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    graph = ovb.build_graph(ovb.to_openvino(model))
-    out = ovb.core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
+    rt = runtime.get()
+    graph = ovb.build_graph(ovb.to_openvino(model, rt))
+    out = rt.openvino().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
         ).infer({0: x})[0]
     assert out.shape == ref.shape == (1, 3, 67, 101)
     assert np.abs(out - ref).max() < 1e-3
 
 
 def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
-    builds = ovb.BUILDS["openvino-int8"]
-    be = backends.make_backend(model, "openvino-int8")
-    assert ovb.BUILDS["openvino-int8"] == builds + 1
+    before = builds()
+    be = backends.make_backend(model, "openvino-int8", artefacts)
+    assert builds() == before + 1
     assert be.name == "openvino-int8"
     x, ref = reference
     assert backends.psnr(be(x), ref) >= backends.MIN_PSNR
     assert be.min_psnr >= backends.MIN_PSNR  # recorded at build time, on every calibration photo
 
-    target = ovb.artefact_dir(model, backends.hub_cache(Settings.from_env()))
-    assert target.is_relative_to(artefacts) and (target / "model.xml").is_file()
+    target = ovb.artefact_dir(model, artefacts)
+    assert target.is_relative_to(artefacts.settings.hub_cache) and (target / "model.xml").is_file()
     stamps = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
-    again = backends.make_backend(model, "openvino-int8")  # as after a restart: from disk
-    assert ovb.BUILDS["openvino-int8"] == builds + 1
+    again = backends.make_backend(model, "openvino-int8", artefacts)  # as after a restart: from disk
+    assert builds() == before + 1
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == stamps
     assert np.array_equal(again(x), be(x))
 
@@ -105,8 +110,9 @@ def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
 def test_int8_keeps_sensitive_layers_when_the_check_fails(model, tmp_path):
     """When all-int8 misses the bound, the build keeps the sensitive layers in higher
     precision, one step at a time, and records what it kept."""
-    meta = ovb.build_int8(model, tmp_path / "int8", side=96, min_psnr=1000.0)
-    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model))))
+    rt = rt_for(tmp_path)
+    meta = ovb.build_int8(model, tmp_path / "int8", rt, min_psnr=1000.0)
+    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model, rt))))
     assert meta["not_int8"] == list(ovb.fallbacks(names)[-1])
     assert set(meta["ranges"]).isdisjoint(meta["not_int8"])
     assert (tmp_path / "int8" / "model.xml").is_file()
@@ -119,34 +125,53 @@ def test_int8_artefact_keyed_by_weights(model, artefacts):
     assert ovb.artefact_dir(other, artefacts) != ovb.artefact_dir(model, artefacts)
 
 
+def test_auto_measures_the_backends_here_and_remembers_its_choice(model, tmp_path):
+    """auto times every backend this CPU runs, takes the fastest within the bound, and
+    writes its choice beside the artefacts; a new process (a second CLI run) makes that
+    backend at once, without measuring again."""
+    rt = rt_for(tmp_path)
+    auto = backends.make_backend(model, "auto", rt, background=False)
+    assert auto.ready.is_set() and not auto.chosen_from_cache
+    measured = auto.measured
+    assert {"torch-fp32", "openvino-f32", "openvino-int8"} <= set(measured), auto.notes
+    within = {n: m["seconds"] for n, m in measured.items() if (m["psnr"] or 99) >= backends.MIN_PSNR}
+    assert auto.name == min(within, key=within.get)
+    from animegan.backends import artefacts as art
+
+    choice = art.read_choice(model, rt)
+    assert choice["backend"] == auto.name and choice["machine"] == art.machine_key(rt)
+    before = builds()
+    again = backends.make_backend(model, "auto", rt, background=False)
+    assert again.chosen_from_cache and again.name == auto.name and builds() == before
+
+
 def test_auto_uses_cached_int8_at_once(model, artefacts):
-    backends.make_backend(model, "openvino-int8")  # cached by now
-    auto = backends.make_backend(model, "auto")
+    backends.make_backend(model, "auto", artefacts, background=False)  # chosen and cached by now
+    auto = backends.make_backend(model, "auto", artefacts)
     assert isinstance(auto, AutoBackend)
     assert auto.ready.is_set() and auto.name == "openvino-int8"
 
 
-def test_auto_refuses_a_backend_under_the_bound(model, artefacts, monkeypatch):
+def test_auto_refuses_a_backend_under_the_bound(model, tmp_path, monkeypatch):
     monkeypatch.setattr(fidelity, "MIN_PSNR", 1000.0)
-    auto = backends.make_backend(model, "auto", background=False)
+    auto = backends.make_backend(model, "auto", rt_for(tmp_path), background=False)
     assert auto.name == "torch-fp32"
     assert any("not used" in note for note in auto.notes)
 
 
 def test_auto_serves_before_the_build_finishes(model, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached here
     gate = threading.Event()
     monkeypatch.setattr(ovb, "load_or_build_int8", lambda *a, **k: gate.wait() and None)
-    monkeypatch.setattr(host, "native_bf16", lambda disabled=False: False)
-    auto = backends.make_backend(model, "auto")
+    auto = backends.make_backend(model, "auto", rt_for(tmp_path, no_bf16=True))  # nothing cached there
     assert auto.name == "torch-fp32" and not auto.ready.is_set()
     assert auto(_input("chelsea.png", 32)).shape == (1, 3, 21, 32)  # served while "building"
     gate.set()
+    auto.close()
 
 
 def test_env_and_flag_force_a_backend(model, monkeypatch, offline_weights, tmp_path, capsys):
     monkeypatch.setenv("ANIMEGAN_BACKEND", "torch-fp32")
-    be = backends.make_backend(model)
+    be = backends.make_backend(model, None, Settings.from_env())
     assert not isinstance(be, AutoBackend) and be.name == "torch-fp32"
     with pytest.raises(ValueError, match="Unknown backend"):
         backends.make_backend(model, "nope")
@@ -154,7 +179,7 @@ def test_env_and_flag_force_a_backend(model, monkeypatch, offline_weights, tmp_p
     from animegan import Stylizer
     from animegan.cli import main
 
-    result = Stylizer().run(photo("chelsea.png"), max_side=64)
+    result = Stylizer(settings=Settings.from_env()).run(photo("chelsea.png"), max_side=64)
     assert "torch-fp32" in result.summary()
     monkeypatch.delenv("ANIMEGAN_BACKEND")
     assert main([str(photo("chelsea.png")), "-o", str(tmp_path), "--max-side", "64", "--backend", "torch-fp32",
@@ -163,18 +188,22 @@ def test_env_and_flag_force_a_backend(model, monkeypatch, offline_weights, tmp_p
 
 
 def test_threads_follow_available_cpus(monkeypatch):
+    from animegan import host
+
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert host.available_cpus() == 1
     code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
-            "from animegan import host; print(host.available_cpus())")
+            "from animegan import runtime; rt = runtime.get(); rt.engage(); import torch; "
+            "print(rt.machine.cpus, rt.threads, torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert out.stdout.strip() == "1"
+    assert out.stdout.strip() == "1 1 1"
 
 
-def test_openvino_uses_available_cpus(model):
-    be = ovb.OpenVINOBackend(ovb.build_graph(ovb.to_openvino(model)), "openvino-fp32")
-    assert be._compiled.get_property("INFERENCE_NUM_THREADS") == host.available_cpus()
+def test_openvino_uses_the_runtimes_threads(model):
+    rt = runtime.get()
+    be = ovb.OpenVINOBackend(ovb.build_graph(ovb.to_openvino(model, rt)), "openvino-f32", rt)
+    assert be._compiled.get_property("INFERENCE_NUM_THREADS") == rt.threads == rt.machine.cpus
 
 
 def test_two_requests_never_run_at_once(stylizer, monkeypatch):
@@ -182,6 +211,7 @@ def test_two_requests_never_run_at_once(stylizer, monkeypatch):
 
     class Slow:
         name = "slow"
+        family = "torch"
 
         def __call__(self, x):
             active[0] += 1
@@ -190,7 +220,7 @@ def test_two_requests_never_run_at_once(stylizer, monkeypatch):
             active[0] -= 1
             return x
 
-    monkeypatch.setitem(stylizer._backends, stylizer.style, Slow())
+    monkeypatch.setitem(stylizer._backends, (stylizer.style, stylizer.backend_name), Slow())
     img = images.decode(photo("chelsea.png")).rgb.resize((32, 32))
     threads = [threading.Thread(target=stylizer.run_array, args=(stylizer.style, img)) for _ in range(4)]
     for t in threads:
@@ -203,27 +233,27 @@ def test_two_requests_never_run_at_once(stylizer, monkeypatch):
 _ALLOCATOR_CHECK = """
 import json, resource, sys, threading
 import numpy as np
-from animegan import backends, host, images, load_generator
+from animegan import Stylizer, images, runtime
+from animegan.settings import Settings
 
 def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-tuned = host.tune_allocator(keep_big_blocks=True)
-be = backends.make_backend(load_generator(sys.argv[1]), "torch-fp32")  # sets the allocator for PyTorch
-img = images.decode(sys.argv[2]).rgb
-x = images.to_array(images.resize(img, images.fit_size(img.size, 256)))
-faults = []
+stylizer = Stylizer(settings=Settings(backend="torch-fp32"), weights_file=sys.argv[1])  # the process's runtime
+img = images.resize(images.decode(sys.argv[2]).rgb, (256, 256))
+faults, modes = [], []
 
 def work():
     for _ in range(5):
         before = minor_faults()
-        be(x)
+        stylizer.run_array(stylizer.style, img)  # a PyTorch pass: the runtime keeps big blocks
         faults.append(minor_faults() - before)
+        modes.append(stylizer.runtime.allocator_mode)
 
 t = threading.Thread(target=work)
 t.start()
 t.join()
-print(json.dumps({"tuned": tuned, "faults": faults}))
+print(json.dumps({"modes": modes, "faults": faults}))
 """
 
 
@@ -238,7 +268,7 @@ def test_allocator_keeps_big_blocks():
     out = subprocess.run([sys.executable, "-c", _ALLOCATOR_CHECK, str(PROXY_WEIGHTS), str(photo("astronaut.png"))],
                          capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["tuned"]
+    assert set(result["modes"]) == {"keep"}
     faults = result["faults"]
     # ~16 000 per pass without the setting. The count is the whole process's (PyTorch's
     # pool threads and the interpreter fault pages in too), so a busy machine adds a
@@ -255,7 +285,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.parametrize("name", ["openvino-int8", "torch-fp32"])
 def test_no_memory_growth_over_200_requests(model, artefacts, name):
-    be = backends.make_backend(model, name)
+    be = backends.make_backend(model, name, artefacts)
     x = _input("coffee.png", 48)
     for _ in range(20):
         be(x)
@@ -292,18 +322,18 @@ def test_a_new_generator_gets_every_backend_without_backend_code(tmp_path):
     x = _input("astronaut.png", 96)
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    settings = Settings(hub_cache=tmp_path, calibration_side=96)
-    assert np.abs(backends.make_backend(model, "torch-fp32", settings)(x) - ref).max() < 1e-4
-    if host.native_bf16():
-        assert backends.psnr(backends.make_backend(model, "torch-bf16", settings)(x), ref) >= backends.MIN_PSNR
-    int8 = backends.make_backend(model, "openvino-int8", settings)
+    rt = rt_for(tmp_path)
+    assert np.abs(backends.make_backend(model, "torch-fp32", rt)(x) - ref).max() < 1e-4
+    if rt.native_bf16:
+        assert backends.psnr(backends.make_backend(model, "torch-bf16", rt)(x), ref) >= backends.MIN_PSNR
+    int8 = backends.make_backend(model, "openvino-int8", rt)
     assert int8.name == "openvino-int8" and int8.min_psnr >= backends.MIN_PSNR
     assert backends.psnr(int8(x), ref) >= 30  # a photo it was not calibrated on
     meta_files = list(tmp_path.rglob("meta.json"))
     assert len(meta_files) == 1
-    graph = ovb.build_graph(ovb.to_openvino(model), {"x": (0.0, 1.0)})
+    graph = ovb.build_graph(ovb.to_openvino(model, rt), {"x": (0.0, 1.0)})
     assert not any(n.get_type_name() == "FakeQuantize" for n in graph.get_ops())  # unknown names: nothing
-    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model))))
+    names = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(model, rt))))
     assert len(names) == 3  # every convolution but the first and the last
     odd = _input("rocket.jpg", 90)  # 90 x 60
     assert int8(odd).shape == odd.shape
@@ -354,7 +384,7 @@ DAMAGE = {
 def small_int8(model, tmp_path_factory):
     """An int8 artefact built once at 96 px (seconds), copied fresh for each damage."""
     cache = tmp_path_factory.mktemp("int8-pristine")
-    ovb.load_or_build_int8(model, cache, side=96)
+    ovb.load_or_build_int8(model, rt_for(cache))
     return cache
 
 
@@ -364,11 +394,12 @@ def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, sma
 
     cache = tmp_path / "hub"
     shutil.copytree(small_int8, cache)
+    rt = rt_for(cache)
     x, ref = reference
-    assert backends.psnr(ovb.load_cached_int8(model, cache)(x), ref) >= backends.MIN_PSNR  # intact: used
-    DAMAGE[damage](ovb.artefact_dir(model, cache))
+    assert backends.psnr(ovb.load_cached_int8(model, rt)(x), ref) >= backends.MIN_PSNR  # intact: used
+    DAMAGE[damage](ovb.artefact_dir(model, rt))
     with pytest.raises(ovb.DamagedArtefact):
-        ovb.load_cached_int8(model, cache)
+        ovb.load_cached_int8(model, rt)
 
 
 def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, reference, small_int8, tmp_path):
@@ -377,16 +408,18 @@ def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, re
 
     cache = tmp_path / "hub"
     shutil.copytree(small_int8, cache)
-    folder = ovb.artefact_dir(model, cache)
+    rt = rt_for(cache)
+    folder = ovb.artefact_dir(model, rt)
     DAMAGE["model.xml deleted"](folder)
-    builds = ovb.BUILDS["openvino-int8"]
-    auto = AutoBackend(model, hub_cache=cache, calibration_side=96, background=True)
+    before = builds()
+    auto = AutoBackend(model, rt, background=True)
     assert auto.name == "torch-fp32"  # serving at once, on float32, while it rebuilds
     x, ref = reference
     assert backends.psnr(auto(x), ref) > 70
     assert auto.ready.wait(180)
-    assert ovb.BUILDS["openvino-int8"] == builds + 1 and auto.name == "openvino-int8", auto.notes
+    assert builds() == before + 1 and auto.name == "openvino-int8", auto.notes
     assert backends.psnr(auto(x), ref) >= backends.MIN_PSNR
-    again = ovb.load_cached_int8(model, cache)  # as after a restart: the rebuilt folder passes its checks
+    again = ovb.load_cached_int8(model, rt)  # as after a restart: the rebuilt folder passes its checks
     assert again is not None and backends.psnr(again(x), ref) >= backends.MIN_PSNR
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no leftovers beside it
+    # no leftovers beside it: the folder and auto's choice for this machine
+    assert sorted(p.name for p in folder.parent.iterdir() if not p.name.startswith("choice-")) == [folder.name]

@@ -16,7 +16,7 @@ import fsspec
 import numpy as np
 import pytest
 from clips import photo_frames, read_clip, write_clip
-from conftest import ROOT, photo
+from conftest import PROXY_WEIGHTS, ROOT, photo
 from PIL import Image
 
 from animegan.batch.manifest import Manifest
@@ -222,28 +222,32 @@ def test_bad_arguments_are_explained(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_workers_share_caps_its_threads(monkeypatch):
-    """ANIMEGAN_THREADS, set by each batch worker, caps the threads PyTorch and OpenVINO use."""
-    import pytest
-    import torch
-    from conftest import PROXY_WEIGHTS
+def test_a_workers_share_caps_its_threads(tmp_path):
+    """A batch worker process gets its share of the CPUs through its runtime (never through
+    os.environ): PyTorch's threads and OpenVINO's, never more than the machine has."""
+    import json
+    import subprocess
+    import sys
 
-    from animegan import backends, host, load_generator
+    import pytest
+
     from animegan.settings import Settings
 
-    model = load_generator(PROXY_WEIGHTS)
-    monkeypatch.delenv("ANIMEGAN_THREADS", raising=False)
-    full = host.available_cpus()
-    monkeypatch.setenv("ANIMEGAN_THREADS", "1")
-    backends.make_backend(model, "torch-fp32", Settings.from_env())
-    assert torch.get_num_threads() == 1
-    for value in (str(full + 4), "0"):  # never more than the machine has
-        monkeypatch.setenv("ANIMEGAN_THREADS", value)
-        backends.make_backend(model, "torch-fp32", Settings.from_env())
-        assert torch.get_num_threads() == full
-    monkeypatch.setenv("ANIMEGAN_THREADS", "two")
+    code = ("import json, sys, torch; from animegan.batch.worker import start_runtime; "
+            "from animegan import backends, load_generator; rt = start_runtime(int(sys.argv[1])); "
+            "be = backends.make_backend(load_generator(sys.argv[2]), 'openvino-f32', rt); "
+            "print(json.dumps([rt.threads, torch.get_num_threads(), "
+            "be._compiled.get_property('INFERENCE_NUM_THREADS'), rt.machine.cpus]))")
+    seen = {}
+    for threads in (1, 99):
+        out = subprocess.run([sys.executable, "-c", code, str(threads), str(PROXY_WEIGHTS)], capture_output=True,
+                             text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        seen[threads] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen[1][:3] == [1, 1, 1]
+    full = seen[99][3]
+    assert seen[99][:3] == [full, full, full]  # capped at the CPUs this process may use
     with pytest.raises(ValueError, match="ANIMEGAN_THREADS='two' is not a whole number"):
-        Settings.from_env()
+        Settings.from_env({"ANIMEGAN_THREADS": "two"})
 
 
 # -- planning ---------------------------------------------------------------------------------------

@@ -86,15 +86,24 @@ def test_help_and_list_styles():
     assert proc.returncode == 2 and "give at least one photo" in proc.stderr
 
 
-def test_the_automatic_backend_end_to_end(tmp_path, weights_dir):
-    """No backend forced: the CLI runs auto (float32 at once, a faster one built in the
-    background and cached), says so with -v, and exits cleanly while the build runs."""
-    env = {"ANIMEGAN_BACKEND": "auto", "HF_HOME": str(tmp_path / "hf")}
-    proc = run_cli(photo("chelsea.png"), "-o", tmp_path, "--max-side", "64", "-v", weights_dir=weights_dir,
-                   env_extra=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "backend torch-fp32" in proc.stderr or "backend openvino-int8" in proc.stderr
-    assert (tmp_path / "chelsea_anime.png").is_file()
+def test_the_first_run_prepares_the_fast_backend_once_and_the_second_uses_it(tmp_path, weights_dir):
+    """A short process reaches the fast path: on a fresh cache the first run says it prepares
+    the fastest backend for this machine (in the foreground: a background build would die
+    with the process) and uses it; the second run starts on it, names it, and prepares nothing."""
+    env = {"ANIMEGAN_BACKEND": "auto", "HF_HOME": str(tmp_path / "hf"), "ANIMEGAN_CALIBRATION_SIDE": "128"}
+    first = run_cli(photo("chelsea.png"), "-o", tmp_path / "a", "--max-side", "64", weights_dir=weights_dir,
+                    env_extra=env)
+    assert first.returncode == 0, first.stderr
+    assert "preparing the fastest backend for this machine (done once per machine" in first.stderr
+    chosen = first.stderr.split("animegan: using ")[1].split(":")[0]
+    assert chosen in {"openvino-int8", "openvino-f32", "torch-fp32", "torch-bf16", "openvino-bf16"}
+    assert f"written to {tmp_path / 'a'}/ ({chosen}," in first.stderr
+    second = run_cli(photo("chelsea.png"), "-o", tmp_path / "b", "--max-side", "64", weights_dir=weights_dir,
+                     env_extra=env)
+    assert second.returncode == 0, second.stderr
+    assert "preparing" not in second.stderr and f"({chosen}, " in second.stderr
+    assert (tmp_path / "b" / "chelsea_anime.png").is_file()
+    assert "Warning" not in first.stderr + second.stderr  # no developer warnings (torch.jit.trace ...)
 
 
 # -- the command line never destroys a file (issue 11, item 4) -------------------------------

@@ -138,7 +138,7 @@ def test_one_detector_shared_by_threads():
     for t in threads:
         t.join()
     assert results == [expected] * 3
-    assert faces_module._get_detector() is faces_module._get_detector()
+    assert faces_module.detector() is faces_module.detector()  # one MTCNN per process, kept by the runtime
 
 
 # -- framing -----------------------------------------------------------------------------

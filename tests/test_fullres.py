@@ -13,8 +13,9 @@ import torch
 from conftest import PROXY_WEIGHTS, ROOT, photo
 from PIL import Image
 
-from animegan import images, weights
+from animegan import images, runtime, weights
 from animegan.backends import make_backend
+from animegan.backends.fidelity import psnr_8bit as psnr8
 from animegan.models import LiteGenerator
 from animegan.tiles import engines, layout
 from animegan.tiles.run import stylize_tiled
@@ -32,9 +33,6 @@ def untiled(generator, img: Image.Image) -> np.ndarray:
         return np.asarray(images.from_array(generator(torch.from_numpy(images.to_array(img))).numpy()))
 
 
-def psnr8(a, b) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def boundary_rows(tiles: list[layout.Tile]) -> tuple[set[int], set[int]]:
@@ -84,7 +82,7 @@ def test_int8_tiles_match_the_untiled_int8_picture(generator, tmp_path):
 
     settings = dataclasses.replace(Settings.from_env(), hub_cache=tmp_path)
     backend = make_backend(generator, "openvino-int8", settings)
-    engine = engines.engine_for(generator, backend)
+    engine = engines.engine_for(generator, backend, runtime.get(settings))
     assert engine.name == "openvino-int8"
     img = Image.open(photo("rocket.jpg")).convert("RGB")
     steps = []

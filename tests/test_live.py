@@ -14,7 +14,6 @@ from PIL import Image
 
 from animegan import live
 from animegan.faces import Square
-from animegan.host import INFERENCE_LOCK
 
 CELLS = 12  # frames carry their number as a black cell in a white band along the top
 SCREENSHOTS = ROOT / "screenshots"
@@ -64,7 +63,7 @@ def test_frames_come_back_small_and_marked(engine):
 def test_busy_frames_are_dropped_at_once_not_queued(engine, stylizer):
     session, first = engine.process(None, marked_frame(1))
     # a photo being stylized holds the model: a live frame does not wait for it
-    with INFERENCE_LOCK:
+    with stylizer.runtime.lock:
         start = time.perf_counter()
         session, result = engine.process(session, marked_frame(2))
         assert time.perf_counter() - start < 0.1

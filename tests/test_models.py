@@ -16,6 +16,7 @@ from PIL import Image
 from animegan import Generator, LiteGenerator, Stylizer, WeightsError, load_generator, register_style
 from animegan.cli import main as cli_main
 from animegan.models.complexity import count
+from animegan.settings import Settings
 from animegan.styles import STYLES
 
 
@@ -138,13 +139,20 @@ def test_hub_repo_through_the_local_hub(tmp_path, monkeypatch):
             hub.add_hub_file("someone/lite-toon", name, (tmp_path / "lite" / name).read_bytes())
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-        loaded = load_generator("someone/lite-toon")
+        loaded = load_generator("someone/lite-toon", rt=here())
         assert type(loaded) is LiteGenerator and same_outputs(model, loaded)
         assert hub.downloads() == 2
         with pytest.raises(WeightsError, match="someone/missing"):
-            load_generator("someone/missing")
+            load_generator("someone/missing", rt=here())
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the server is gone: the cache serves
-    assert same_outputs(model, load_generator("someone/lite-toon"))
+    assert same_outputs(model, load_generator("someone/lite-toon", rt=here()))
+
+
+def here():
+    """A runtime for the environment as the test has set it (the process's reads it once)."""
+    from animegan import runtime
+
+    return runtime.get(Settings.from_env())
 
 
 # --- export friendliness ---------------------------------------------------------------
@@ -190,7 +198,8 @@ def test_registered_hub_model_repo(tmp_path, monkeypatch):
         style = register_style("hub_lite", repo_id="someone/lite-toon")
         try:
             assert style.source == "hf://someone/lite-toon"
-            img = Stylizer("hub_lite", backend="torch-fp32").run(Image.new("RGB", (64, 48), "red"), max_side=64).image
+            img = Stylizer("hub_lite", settings=Settings.from_env(), backend="torch-fp32").run(
+                Image.new("RGB", (64, 48), "red"), max_side=64).image
             assert img.size == (64, 48)
         finally:
             STYLES.pop("hub_lite")

@@ -20,7 +20,7 @@ from hub_server import FakeHub
 from onnx_models import ROTATION, channel_rotation, small_convnet
 from PIL import Image
 
-from animegan import images
+from animegan import images, runtime
 from animegan.backends import make_backend
 from animegan.backends.fidelity import MIN_PSNR, calibration_photos, psnr
 from animegan.models.onnx import OnnxGenerator
@@ -104,10 +104,11 @@ def test_the_int8_pass_and_its_gate_apply_to_an_onnx_file(models, tmp_path):
     from animegan.backends import openvino
 
     gen = OnnxGenerator.load(models["convnet"], multiple=2)
-    int8 = openvino.load_or_build_int8(gen, tmp_path, side=128)
-    meta_file = openvino.artefact_dir(gen, tmp_path) / "meta.json"
+    rt = runtime.get(Settings(hub_cache=tmp_path, calibration_side=128, malloc=False))
+    int8 = openvino.load_or_build_int8(gen, rt)
+    meta_file = openvino.artefact_dir(gen, rt) / "meta.json"
     assert meta_file.is_file()
-    ref = openvino.float_backend(gen, "f32")
+    ref = openvino.float_backend(gen, "f32", rt)
     measured = [psnr(int8(x), ref(x)) for x in calibration_photos(128)]
     assert abs(min(measured) - int8.min_psnr) < 0.5  # the gate's figure is what the graph does
     xml = (meta_file.parent / "model.xml").read_text()
@@ -153,7 +154,7 @@ def test_registry_onnx_styles_load_by_repo_id_and_absent_ones_are_unavailable(hu
     from animegan.app.photo import App
 
     settings = Settings(weights_dir=pytorch_weights_only, backend="torch-fp32", hub_cache=tmp_path / "hub",
-                        malloc=False)
+                        malloc=False, hf_endpoint=hub.url)
     app = App(Stylizer(settings=settings), settings)
     unavailable = app.check_weights(timeout=60)
     assert set(unavailable) == {"hayao", "paprika_onnx"}  # 404 on the Hub: the rest are fine
@@ -191,20 +192,22 @@ def test_list_styles_shows_each_licence_card_and_the_setting_hides_noncommercial
     assert "face_paint_512_v2".ljust(20) in hidden.stdout
     assert f"{len(noncommercial)} non-commercial style(s) hidden" in hidden.stdout
     refused = _cli(str(photo("coffee.png")), "--style", "shinkai", ANIMEGAN_HIDE_NONCOMMERCIAL="1")
-    assert refused.returncode == 2 and "non-commercial use only and hidden" in refused.stderr
+    assert refused.returncode == 1 and "'shinkai' is not offered here" in refused.stderr
+    assert "non-commercial use only" in refused.stderr and "shinkai," not in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
 def test_the_app_hides_noncommercial_styles_on_the_page_and_in_the_api(stylizer):
     import gradio as gr
 
+    from animegan import Stylizer
     from animegan.app.photo import App
 
-    app = App(stylizer, replace(stylizer.settings, hide_noncommercial=True))
+    app = App(Stylizer(settings=replace(stylizer.settings, hide_noncommercial=True)))  # the policy is the core's
     names = [n for _, n in app.style_choices()]
     assert "face_paint_512_v2" in names and not {"paprika", "shinkai", "portrait_sketch"} & set(names)
     assert [n for _, n in app.face_style_choices()][1:] == [n for n in names if STYLES[n].is_face_model]
-    with pytest.raises(gr.Error, match="Unknown style 'shinkai'"):
+    with pytest.raises(gr.Error, match="'shinkai' is not offered here"):
         app.stylize_api({"path": str(photo("coffee.png"))}, "shinkai", "off", progress=None)
     assert "non-commercial" not in app.licence("face_paint_512_v2")
     assert "non-commercial use only" in App(stylizer).licence("paprika")

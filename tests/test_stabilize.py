@@ -9,14 +9,12 @@ import pytest
 from clips import MOVING_SIZE, moving_clip, photo_frames, read_clip, warping_error, write_clip
 from PIL import Image
 
+from animegan.backends.fidelity import psnr_8bit as psnr8
 from animegan.steady import Stabilizer
 
 STYLE = "face_paint_512_v2"
 
 
-def psnr8(a, b) -> float:
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ def test_cache_is_bounded():
 def test_stylize_function_and_errors(offline_weights):
     out = animegan.stylize(photo("chelsea.png"), max_side=128)
     assert isinstance(out, Image.Image) and out.size == (128, 85)
-    with pytest.raises(ValueError, match="Unknown style 'nope'. Known styles: face_paint_512_v2"):
+    with pytest.raises(ValueError, match="Unknown style 'nope'. Choose one of: face_paint_512_v2"):
         animegan.stylize(photo("chelsea.png"), style="nope")
     with pytest.raises(animegan.ImageError):
         animegan.stylize(b"not an image")

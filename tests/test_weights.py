@@ -91,6 +91,13 @@ def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
 
 
 # --- resolving and downloading ---------------------------------------------------------
+def here():
+    """A runtime for the environment as the test has set it (the process's reads it once)."""
+    from animegan import runtime
+    from animegan.settings import Settings
+
+    return runtime.get(Settings.from_env())
+
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     """A local Hub on 127.0.0.1 with the proxy weights as face_paint_512_v2, and an empty cache."""
@@ -106,27 +113,27 @@ def hub(tmp_path, monkeypatch):
 
 
 def test_download_once_then_cache_with_server_stopped(hub, monkeypatch, tmp_path):
-    path = resolve("face_paint_512_v2")
+    path = resolve("face_paint_512_v2", here())
     assert path.read_bytes() == PROXY_BYTES
     assert str(path).startswith(str(tmp_path / "hf" / "hub"))  # huggingface_hub's cache, under HF_HOME
     assert hub.downloads() >= 1
     hub.stop()
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    assert resolve("face_paint_512_v2") == path
+    assert resolve("face_paint_512_v2", here()) == path
 
 
 def test_offline_mode_uses_the_cache(hub, monkeypatch):
-    path = resolve("face_paint_512_v2")
+    path = resolve("face_paint_512_v2", here())
     before = len(hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve("face_paint_512_v2") == path
+    assert resolve("face_paint_512_v2", here()) == path
     assert len(hub.requests) == before  # not even a HEAD
 
 
 def test_offline_mode_without_cache_names_the_override(hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError) as info:
-        resolve("face_paint_512_v2")
+        resolve("face_paint_512_v2", here())
     msg = str(info.value)
     assert "HF_HUB_OFFLINE is set" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
     assert hub.requests == []
@@ -144,7 +151,7 @@ def user_style(name, **source):
 def test_404_is_a_clear_error(hub):
     with user_style("missing_style", repo_id="akhaliq/AnimeGANv2-pytorch", filename="nope.pt"):
         with pytest.raises(WeightsError) as info:
-            resolve("missing_style")
+            resolve("missing_style", here())
     msg = str(info.value)
     assert "missing_style" in msg and "404" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
 
@@ -153,16 +160,16 @@ def test_500_is_a_clear_error(hub):
     hub.status = 500  # huggingface_hub retries 5xx with backoff (about 20 s), then gives up
     with user_style("broken_hub", repo_id="akhaliq/AnimeGANv2-pytorch", filename="face_paint_512_v2.pt"):
         with pytest.raises(WeightsError) as info:
-            resolve("broken_hub")
+            resolve("broken_hub", here())
     assert "500" in str(info.value) and "nothing is cached" in str(info.value)
 
 
 def test_url_fallback_downloads_once(hub):
     url = hub.add_url_file("/bryandlee/animegan2-pytorch/raw/main/weights/paprika.pt", PROXY_BYTES)
     with user_style("url_style", url=url):
-        first = resolve("url_style")
+        first = resolve("url_style", here())
         n = hub.downloads()
-        assert resolve("url_style") == first and hub.downloads() == n
+        assert resolve("url_style", here()) == first and hub.downloads() == n
         assert first.read_bytes() == PROXY_BYTES
 
 
@@ -170,13 +177,13 @@ def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):
     save_file(dict(proxy_state()), str(tmp_path / "paprika.safetensors"))
     monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    assert resolve("paprika") == tmp_path / "paprika.safetensors"
-    assert isinstance(load_generator(resolve("paprika")), Generator)
+    assert resolve("paprika", here()) == tmp_path / "paprika.safetensors"
+    assert isinstance(load_generator(resolve("paprika", here())), Generator)
 
 
 def test_a_user_style_from_a_local_file(tmp_path):
     with user_style("mine", path=PROXY_WEIGHTS, title="Mine"):
-        assert resolve("mine") == PROXY_WEIGHTS
+        assert resolve("mine", here()) == PROXY_WEIGHTS
     with pytest.raises(ValueError, match="needs a local path"):
         register_style("nothing")
 
@@ -185,18 +192,18 @@ def test_a_user_style_from_a_local_file(tmp_path):
 def test_a_url_file_that_is_not_the_pinned_one_is_refused_and_not_kept(hub):
     import hashlib
 
-    from animegan.weights import file_sha256
+    from animegan.files import sha256_file as file_sha256
 
     url = hub.add_url_file("/somewhere/weights/pinned.pt", PROXY_BYTES)
     good = hashlib.sha256(PROXY_BYTES).hexdigest()
     with user_style("pinned_ok", url=url, sha256=good):
-        path = resolve("pinned_ok")
+        path = resolve("pinned_ok", here())
         assert file_sha256(path) == good
         path.write_bytes(PROXY_BYTES[:-10] + b"0123456789")  # the cached copy changed on disk
-        assert resolve("pinned_ok").read_bytes() == PROXY_BYTES  # fetched again, checked
+        assert resolve("pinned_ok", here()).read_bytes() == PROXY_BYTES  # fetched again, checked
     with user_style("pinned_bad", url=url, sha256="0" * 64):
         with pytest.raises(WeightsError, match="not the pinned one"):
-            resolve("pinned_bad")
+            resolve("pinned_bad", here())
         assert not list(path.parent.parent.glob("*/pinned.pt*")) or all(
             p.read_bytes() == PROXY_BYTES for p in path.parent.parent.glob("*/pinned.pt*"))
 

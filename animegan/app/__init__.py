@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from .. import runtime
 from ..settings import Settings
 from .limits import BodyLimit
 from .live_tab import add_live_tab
@@ -25,6 +26,8 @@ MAX_UPLOAD_BYTES = 100 * 1000 * 1000  # the same, for the body limit in front of
 
 def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
     """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
+    if settings is not None and app is None:
+        runtime.start(settings)  # the process's one owner of threads, the lock, the allocator ...
     app = app or App(settings=settings)
     settings = app.settings
     if check_weights:
@@ -44,6 +47,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
             add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
                           max_job_seconds=settings.video_max_job_seconds, **choices)
         gr.Markdown(footer(age / 60), elem_id="footer")
+        server = gr.Markdown(app.server_info(), elem_id="server-info")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
         c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
@@ -65,7 +69,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                             queue=False)
         c["faces"].change(lambda mode: gr.Dropdown(visible=mode == "paste"), c["faces"], c["face_style"],
                           api_visibility="private", queue=False)
-        demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"]],
+        demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"], server],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     return demo
@@ -73,7 +77,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     """Queue sized for 2 vCPU, then serve (host/port from GRADIO_SERVER_NAME/PORT)."""
-    settings = getattr(demo, "animegan_settings", None) or Settings.from_env()
+    settings = getattr(demo, "animegan_settings", None) or runtime.get().settings
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES)
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,

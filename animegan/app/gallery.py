@@ -1,12 +1,11 @@
 """The style gallery: one small picture per style, made from an example photo so a visitor
 sees what a style does before pressing the button.
 
-Each thumbnail is made once, on a float32 backend of its own (PyTorch for weights,
-OpenVINO f32 or ONNX Runtime for ONNX files: nothing to build, no background upgrade),
-and cached as a PNG under ``<hub cache>/animegan-artefacts/thumbnails/``, keyed by the
-weights file, the photo and the size, so a restart only reads them back. The app makes
-them in a background thread after start-up, one at a time, each holding the inference
-lock only for its own pass.
+Each thumbnail is made once by the app's Stylizer on the style's float32 backend (PyTorch
+for weights, OpenVINO f32 or ONNX Runtime for ONNX files: nothing to build), as
+background work (requests go first), and cached as a PNG in the runtime's artefact folder
+(``thumbnails/``), keyed by the weights, the photo and the size, so a restart only reads
+them back. The app makes them in a background thread after start-up, one at a time.
 """
 
 from __future__ import annotations
@@ -18,41 +17,22 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import images, weights
-from ..backends import hub_cache
-from ..host import INFERENCE_LOCK
-from ..settings import Settings
-from ..styles import get_style
+from .. import images
+from ..files import atomic_write
 
 log = logging.getLogger("animegan.app")
 
 THUMB_SIDE = 160
 
 
-def _float_backend(model):
-    from ..models.onnx import OnnxGenerator
-
-    if not isinstance(model, OnnxGenerator):
-        from ..backends.torch_eager import TorchBackend
-
-        return TorchBackend(model)
-    try:
-        from ..backends import openvino
-
-        return openvino.float_backend(model, "f32")
-    except Exception:  # OpenVINO missing or cannot read the graph
-        from ..backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model)
-
-
 class Thumbnails:
-    """Style name -> a cached thumbnail PNG, made from ``photo``."""
+    """Style name -> a cached thumbnail PNG, made from ``photo`` by ``stylizer``."""
 
-    def __init__(self, photo: Path, settings: Settings, side: int = THUMB_SIDE) -> None:
+    def __init__(self, photo: Path, stylizer, side: int = THUMB_SIDE) -> None:
         self.photo = Path(photo)
         self.side = side
-        self.folder = hub_cache(settings) / "animegan-artefacts" / "thumbnails"
+        self.stylizer = stylizer
+        self.folder = stylizer.runtime.artefacts / "thumbnails"
         self.made: dict[str, Path] = {}
         self.done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,28 +55,23 @@ class Thumbnails:
                               ).hexdigest()[:20]
 
     def _save(self, img: Image.Image, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
-        img.save(tmp, "PNG")
-        tmp.replace(target)
+        atomic_write(target, lambda path: img.save(path, "PNG"))
 
-    def make(self, name: str, weights_file: Path) -> Path:
-        """The thumbnail of style ``name`` with ``weights_file``, from the cache or made now."""
-        stat = weights_file.stat()
-        target = self.folder / f"{name}-{self._key(name, str(weights_file), stat.st_size, stat.st_mtime_ns)}.png"
+    def make(self, name: str, weights: str | Path) -> Path:
+        """The thumbnail of style ``name`` with ``weights`` (a file, a folder or a Hub repo id),
+        from the cache or made now."""
+        where = Path(weights)
+        stat = (where.stat().st_size, where.stat().st_mtime_ns) if where.exists() else ()
+        target = self.folder / f"{name}-{self._key(name, str(weights), *stat)}.png"
         if not target.is_file():
             img = images.decode(self.photo).rgb
             img = images.resize(img, images.fit_size(img.size, self.side))
-            backend = _float_backend(weights.load_model(weights_file, get_style(name)))
-            x = images.to_array(img)
-            with INFERENCE_LOCK:
-                out = backend(x)
-            self._save(images.from_array(out), target)
+            self._save(self.stylizer.run_array(name, img, backend="float32", background=True), target)
         self.made[name] = target
         return target
 
-    def start(self, jobs: dict[str, Path]) -> None:
-        """Make the thumbnails of ``jobs`` (style -> weights file) in the background."""
+    def start(self, jobs: dict[str, str | Path]) -> None:
+        """Make the thumbnails of ``jobs`` (style -> where its weights are) in the background."""
         def work() -> None:
             try:
                 self.plain()

@@ -13,10 +13,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageOps
 
-from .. import images, policy
+from .. import images, info, policy, runtime
 from ..errors import public, user_message
 from ..settings import Settings
-from ..styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, Style, licence_markdown, visible_styles
+from ..styles import DEFAULT_STYLE, LICENCE_NOTE, Style, licence_markdown, visible_styles
 from ..stylizer import Result, Stylizer
 from ..weights import WEIGHTS_DIR_ENV, WeightsError
 from .gallery import Thumbnails
@@ -29,7 +29,7 @@ EXAMPLES_DIR = ROOT / "examples"
 EXAMPLE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png"]
 RETRY_WEIGHTS_AFTER = 120.0  # seconds before a style whose weights failed is fetched again
 
-FACE_MODES = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}
+FACE_LABELS = {"off": "Off", "portrait": "Portrait crop", "paste": "Paste faces back"}  # for policy.FACE_MODES
 THUMBNAIL_PHOTO = "astronaut.png"  # a face and a background: what the gallery shows each style on
 SAME_STYLE = ""  # the "Faces in" picker's value for "the photo's style"
 
@@ -44,14 +44,15 @@ def to_gradio_error(exc: BaseException) -> gr.Error:
     return gr.Error(public(said.text), title=said.title, print_exception=False)
 
 
-def check_style(name: Any, allowed: dict[str, Style] | None = None, default: str | None = DEFAULT_STYLE) -> str | None:
-    """A style name from a visitor, checked against the styles this app offers."""
-    allowed = STYLES if allowed is None else allowed
+def check_style(stylizer: Stylizer, name: Any, default: str | None) -> str | None:
+    """A style name from a visitor: ``default`` for none, else the core's check (the
+    Stylizer's policy, as on every way in) with its message shown to the visitor."""
     if name in (None, ""):
         return default
-    if not isinstance(name, str) or name not in allowed:
-        raise gr.Error(f"Unknown style {name!r}. Choose one of: {', '.join(allowed)}.", print_exception=False)
-    return name
+    try:
+        return stylizer.check_style(name).name
+    except ValueError as exc:
+        raise to_gradio_error(exc) from None
 
 
 def check_face_mode(mode: Any) -> str:
@@ -85,14 +86,14 @@ class App:
     """What the page's events call: one Stylizer, which styles have weights, and the text."""
 
     def __init__(self, stylizer: Stylizer | None = None, settings: Settings | None = None) -> None:
-        self.settings = settings or getattr(stylizer, "settings", None) or Settings.from_env()
+        self.settings = settings or getattr(stylizer, "settings", None) or runtime.get().settings
         self.stylizer = stylizer or Stylizer(DEFAULT_STYLE, settings=self.settings,
                                              max_side=self.settings.default_side)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
-        # the styles this app offers: all, or without the non-commercial ones (ANIMEGAN_HIDE_NONCOMMERCIAL)
+        # the styles this app offers: the Stylizer's policy (without the non-commercial ones when hidden)
         self.styles: dict[str, Style] = visible_styles(self.settings.hide_noncommercial)
-        self.thumbnails = Thumbnails(EXAMPLES_DIR / THUMBNAIL_PHOTO, self.settings)
+        self.thumbnails = Thumbnails(EXAMPLES_DIR / THUMBNAIL_PHOTO, self.stylizer)
 
     # -- weights at start -----------------------------------------------------------------
     def clamp_side(self, value: Any) -> int:
@@ -207,7 +208,15 @@ class App:
         thumbnails may have arrived since)."""
         text = self.notice()
         return (gr.Markdown(text, visible=bool(text)), gr.Radio(choices=self.style_choices()),
-                gr.Dropdown(choices=self.face_style_choices()), gr.Gallery(value=self.gallery()))
+                gr.Dropdown(choices=self.face_style_choices()), gr.Gallery(value=self.gallery()),
+                gr.Markdown(self.server_info()))
+
+    def server_info(self) -> str:
+        """The settings footer: this machine in short (``animegan info`` has it in full)."""
+        loaded = self.stylizer.loaded_backend(self.default_style())
+        serving = None if loaded is None else loaded.name + (" (a faster one is being prepared)"
+                                                              if loaded.upgrading else "")
+        return f"<small>**This server:** {info.footer(self.stylizer.runtime, serving)}.</small>"
 
     def _unavailable_error(self, style: str) -> gr.Error:
         return gr.Error(
@@ -219,9 +228,9 @@ class App:
     def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None,
              face_style: Any = None) -> Result:
         src = image_source(payload)
-        style = check_style(style, self.styles, self.default_style())
+        style = check_style(self.stylizer, style, self.default_style())
         mode = check_face_mode(face_crop)
-        faces_in = check_style(face_style, self.styles, None) if mode == "paste" else None
+        faces_in = check_style(self.stylizer, face_style, None) if mode == "paste" else None
         side = self.clamp_side(side)
         report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
         started = time.perf_counter()
@@ -297,7 +306,7 @@ def photo_tab(app: App) -> dict[str, Any]:
             c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
                                   elem_id="style-picker")
             c["licence"] = gr.Markdown(app.licence(app.default_style()), elem_id="licence-card")
-            c["faces"] = gr.Radio([(label, key) for key, label in FACE_MODES.items()], value="off",
+            c["faces"] = gr.Radio([(FACE_LABELS[mode], mode) for mode in policy.FACE_MODES], value="off",
                                   label="Faces", elem_id="face-mode")
             c["face_style"] = gr.Dropdown(app.face_style_choices(), value=SAME_STYLE, label="Faces in",
                                           info="The photo stays in the style above; each face is redone in this one.",

@@ -11,11 +11,16 @@ import numpy as np
 class Backend(Protocol):
     """A callable: 1 x 3 x H x W float32 in [-1, 1] -> the same shape.
 
-    ``name`` says what runs (``openvino-int8``, ``torch-fp32`` ...); ``upgrading`` is True
-    while a faster backend is being prepared in the background (only ``auto`` does that).
+    ``name`` says what runs (``openvino-int8``, ``torch-fp32`` ...); ``family`` which engine
+    runs it (``torch``, ``openvino``, ``onnxruntime``: what the runtime sets the allocator
+    for, and which tile engine matches it) and ``precision`` in what (``f32``, ``bf16``,
+    ``int8``); ``upgrading`` is True while a faster backend is being prepared (only
+    ``auto`` does that).
     """
 
     name: str
+    family: str
+    precision: str
     upgrading: bool
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...

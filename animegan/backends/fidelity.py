@@ -13,12 +13,21 @@ MIN_PSNR = 38.0  # dB against float32: below this a person may tell the outputs 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two generator outputs, compared as the 8-bit images a person sees."""
-    x = np.asarray(images.from_array(a), dtype=np.float64)
-    y = np.asarray(images.from_array(b), dtype=np.float64)
+def psnr(a, b) -> float:
+    """PSNR in dB between generator outputs (one picture or a batch, numpy or torch, in
+    [-1, 1]), compared as the 8-bit images a person sees (:func:`animegan.images.levels`);
+    ``inf`` for identical pictures. The package's one PSNR."""
+    return psnr_8bit(images.levels(a), images.levels(b))
+
+
+def psnr_8bit(a, b) -> float:
+    """PSNR in dB between two 8-bit pictures (arrays or PIL images of the same size); ``inf`` if identical."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"PSNR of pictures of different shapes: {x.shape} and {y.shape}")
     mse = float(np.mean((x - y) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def calibration_photos(max_side: int = 512) -> list[np.ndarray]:

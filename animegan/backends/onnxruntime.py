@@ -7,25 +7,27 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import torch
 
 from ..models.onnx import OnnxGenerator
 from .base import BackendUnavailable
 
 
 class OnnxRuntimeBackend:
-    """An ONNX Runtime CPU session on the adapted graph (1 x 3 x H x W in [-1, 1])."""
+    """An ONNX Runtime CPU session on the adapted graph (1 x 3 x H x W in [-1, 1]), its
+    own options holding the runtime's thread count (nothing set process-wide)."""
 
     name = "onnxruntime"
+    family = "onnxruntime"
+    precision = "f32"
     upgrading = False
 
-    def __init__(self, generator: OnnxGenerator) -> None:
+    def __init__(self, generator: OnnxGenerator, threads: int) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendUnavailable(f"the onnxruntime package is not installed ({exc})") from None
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # as host.configure_threads set them
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(generator.adapted_bytes(), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name

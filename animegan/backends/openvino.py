@@ -23,14 +23,14 @@ hash, so a restart only reads it back.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,10 @@ import openvino.opset13 as ops
 import torch
 from torch import nn
 
-from .. import host
+from ..files import install_folder, new_folder_beside, sha256_file
 from ..models.onnx import OnnxGenerator
+from ..runtime import Runtime
+from .artefacts import source_hash
 from .base import BackendUnavailable
 from .fidelity import MIN_PSNR, calibration_photos, psnr
 
@@ -51,7 +53,7 @@ ARTEFACT_FORMAT = 4  # 4: meta.json holds the files' sha256 and a one-photo chec
 CHECK_SIDE = 192  # long side of the photo the artefact is checked on at every load
 CHECK_TOLERANCE = 2.0  # dB the load-time check may fall below the build's own (bf16 vs f32 CPUs)
 ARTEFACT_FILES = ("model.xml", "model.bin")
-BUILDS = {"openvino-int8": 0}  # how many times this process built an artefact
+BUILD_EVENT = "openvino-int8 build"  # counted by the runtime: how many times this process built one
 # a generator: a module, an ONNX file adapted to the package's convention, or an ONNX / IR file
 Source = nn.Module | OnnxGenerator | str | Path
 
@@ -62,16 +64,41 @@ def _no_pause() -> None:
     return None
 
 
+ProgressFn = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, text: str) -> None:
+    return None
+
+
 # -- conversion --------------------------------------------------------------------------
-def to_openvino(source: Source) -> ov.Model:
+@contextlib.contextmanager
+def _tracing() -> Iterator[None]:
+    """openvino.convert_model traces a module with torch.jit.trace, which PyTorch now
+    marks deprecated (a FutureWarning on every conversion), and the trace notes each
+    Python-level branch it records as a constant (a TracerWarning: GroupNorm's size check).
+    The conversion is OpenVINO's documented path for an nn.Module, the graph takes any
+    size, and its result is checked against PyTorch (tests/test_backends.py), so these
+    notices, meant for the authors of the tracing call, are kept from users, at the call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def convert(module: nn.Module, example: tuple, inputs: list) -> ov.Model:
+    """``openvino.convert_model`` of a module (no gradients, the tracing notice kept quiet)."""
+    with torch.no_grad(), _tracing():
+        return ov.convert_model(module, example_input=example, input=inputs)
+
+
+def to_openvino(source: Source, rt: Runtime) -> ov.Model:
     """The generator as a float ov.Model with a dynamic height and width."""
     if isinstance(source, OnnxGenerator):  # the adapted graph: 1x3xHxW in [-1, 1], any size
-        return core().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+        return rt.openvino().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
     if isinstance(source, (str, Path)):
-        return core().read_model(str(source))
-    source = source.eval()
-    with torch.no_grad():
-        return ov.convert_model(source, example_input=torch.zeros(1, 3, 64, 64), input=[(1, 3, -1, -1)])
+        return rt.openvino().read_model(str(source))
+    return convert(source.eval(), torch.zeros(1, 3, 64, 64), [(1, 3, -1, -1)])
 
 
 def _rewrite_group_norms(model: ov.Model) -> None:
@@ -143,7 +170,8 @@ def build_graph(base: ov.Model, ranges: dict[str, tuple[float, float]] | None = 
 
 
 # -- calibration ------------------------------------------------------------------------
-def collect(base: ov.Model, inputs: list[np.ndarray], bins: int = 2048, pause: Callable[[], None] = _no_pause,
+def collect(base: ov.Model, inputs: list[np.ndarray], rt: Runtime, bins: int = 2048,
+            pause: Callable[[], None] = _no_pause, step: Callable[[], None] = lambda: None,
             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Run the float graph on ``inputs`` and record a histogram of the values at each
     quantization point, over every pixel (the rare large values decide the range, so a
@@ -152,12 +180,13 @@ def collect(base: ov.Model, inputs: list[np.ndarray], bins: int = 2048, pause: C
     points = quant_points(model)
     names = list(points)
     model.add_outputs(list(points.values()))
-    compiled = core().compile_model(model, "CPU", _config("f32"))
+    compiled = rt.openvino().compile_model(model, "CPU", rt.openvino_config("f32"))
     request = compiled.create_infer_request()
     seen: dict[str, list] = {name: [] for name in names}
     for x in inputs:
         pause()
-        with host.INFERENCE_LOCK:  # requests get the cores between photos
+        step()
+        with rt.background():  # requests get the cores first, between photos
             request.infer({0: x})
             values = [request.get_output_tensor(1 + i).data for i in range(len(names))]
             for name, v in zip(names, values, strict=True):
@@ -198,40 +227,22 @@ def fallbacks(names: list[str]) -> list[tuple[str, ...]]:
 
 
 # -- the backend and its artefact cache ------------------------------------------------------
-_CORE: ov.Core | None = None
-_CORE_LOCK = threading.Lock()
-
-
-def core() -> ov.Core:
-    global _CORE
-    with _CORE_LOCK:
-        if _CORE is None:
-            _CORE = ov.Core()
-    return _CORE
-
-
-def _config(precision: str) -> dict:
-    return {
-        "INFERENCE_PRECISION_HINT": precision,
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),  # as host.configure_threads set them
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-    }
-
-
 class OpenVINOBackend:
     """A compiled OpenVINO model; layers without int8 run bf16 where the CPU has it."""
 
+    family = "openvino"
     upgrading = False
     ranges: dict | None = None  # int8: convolution name -> (low, high) of its quantized input
 
-    def __init__(self, model: ov.Model | str | Path, name: str, min_psnr: float = float("inf"),
-                 *, no_bf16: bool = False, precision: str | None = None) -> None:
+    def __init__(self, model: ov.Model | str | Path, name: str, rt: Runtime, min_psnr: float = float("inf"),
+                 *, hint: str | None = None) -> None:
         self.name = name
+        self.precision = name.rsplit("-", 1)[-1]  # f32, bf16 or int8
         self.min_psnr = min_psnr  # worst PSNR against float32 on the calibration photos
-        self.precision = precision or ("bf16" if host.native_bf16(no_bf16) else "f32")
-        self._compiled = core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
-                                              _config(self.precision))
+        # the precision of what is not int8: bf16 where the CPU has it natively
+        self.hint = hint or ("bf16" if rt.native_bf16 else "f32")
+        self._compiled = rt.openvino().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
+                                                     rt.openvino_config(self.hint))
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
 
@@ -241,54 +252,35 @@ class OpenVINOBackend:
             return self._request.get_output_tensor(0).data.copy()
 
 
-def float_backend(source: Source, precision: str = "f32", *, no_bf16: bool = False) -> OpenVINOBackend:
+def float_backend(source: Source, precision: str, rt: Runtime) -> OpenVINOBackend:
     """The converted graph run as it is, in float32 (``f32``: the reference for a file) or
     bf16 (``bf16``, only where the CPU has native bf16)."""
-    if precision == "bf16" and not host.native_bf16(no_bf16):
+    if precision == "bf16" and not rt.native_bf16:
         raise BackendUnavailable("openvino-bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX).")
-    return OpenVINOBackend(to_openvino(source), f"openvino-{precision}", precision=precision)
+    return OpenVINOBackend(to_openvino(source, rt), f"openvino-{precision}", rt, hint=precision)
 
 
-def source_hash(source: Source) -> str:
-    """sha256 of what defines the generator: for a module its class and weights (names,
-    shapes and float32 values); for an adapted ONNX file its bytes and how it is fed; for
-    a file its bytes."""
-    if isinstance(source, OnnxGenerator):
-        return source.fingerprint()
-    digest = hashlib.sha256()
-    if isinstance(source, (str, Path)):
-        with open(source, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    digest.update(f"{type(source).__module__}.{type(source).__qualname__}".encode())
-    state = source.state_dict()
-    for key in sorted(state):
-        t = state[key].detach().float().contiguous()
-        digest.update(f"{key}{tuple(t.shape)}".encode())
-        digest.update(t.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def artefact_dir(source: Source, hub_cache: Path, kind: str = "openvino-int8") -> Path:
-    """Where the artefact for this generator lives: next to the weights' cache, keyed by
-    the generator's hash, the artefact format and the OpenVINO version."""
+def artefact_dir(source: Source, rt: Runtime, kind: str = "openvino-int8") -> Path:
+    """Where the artefact for this generator lives: in the runtime's artefact folder (next
+    to the weights' cache), keyed by the generator's hash, the artefact format and the
+    OpenVINO version."""
     version = ov.__version__.split("-")[0]
-    return hub_cache / "animegan-artefacts" / source_hash(source) / f"{kind}-v{ARTEFACT_FORMAT}-ov{version}"
+    return rt.artefacts / source_hash(source) / f"{kind}-v{ARTEFACT_FORMAT}-ov{version}"
 
 
-def _references(source: Source, base: ov.Model, photos: list[np.ndarray], pause: Callable[[], None]
-                ) -> list[np.ndarray]:
+def _references(source: Source, base: ov.Model, photos: list[np.ndarray], rt: Runtime,
+                pause: Callable[[], None], step: Callable[[], None] = lambda: None) -> list[np.ndarray]:
     """Float32 outputs on the calibration photos: PyTorch's for a module, else OpenVINO's f32."""
     if isinstance(source, nn.Module):
         run = lambda x: source(torch.from_numpy(x)).contiguous().numpy()  # noqa: E731
     else:
-        request = core().compile_model(base.clone(), "CPU", _config("f32")).create_infer_request()
+        request = rt.openvino().compile_model(base.clone(), "CPU", rt.openvino_config("f32")).create_infer_request()
         run = lambda x: request.infer({0: x})[0].copy()  # noqa: E731
     out = []
     for x in photos:
         pause()
-        with host.INFERENCE_LOCK, torch.inference_mode():
+        step()
+        with rt.background(), torch.inference_mode():
             out.append(run(x))
     return out
 
@@ -298,66 +290,57 @@ class DamagedArtefact(RuntimeError):
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
-    out = {}
-    for name in ARTEFACT_FILES:
-        digest = hashlib.sha256()
-        with open(folder / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[name] = digest.hexdigest()
-    return out
+    return {name: sha256_file(folder / name) for name in ARTEFACT_FILES}
 
 
-def _check_photo_psnr(source: Source, backend: OpenVINOBackend, base: ov.Model | None = None) -> float:
+def _check_photo_psnr(source: Source, backend: OpenVINOBackend, rt: Runtime, base: ov.Model | None = None) -> float:
     """PSNR of ``backend`` against float32 on one calibration photo at CHECK_SIDE."""
     x = calibration_photos(CHECK_SIDE)[0]
     if base is None and not isinstance(source, nn.Module):
-        base = to_openvino(source)
-    (ref,) = _references(source, base, [x], _no_pause)
-    with host.INFERENCE_LOCK:
+        base = to_openvino(source, rt)
+    (ref,) = _references(source, base, [x], rt, _no_pause)
+    with rt.background():
         return psnr(backend(x), ref)
 
 
-def _install(tmp: Path, target: Path) -> None:
-    """Put the finished folder ``tmp`` at ``target`` atomically, replacing a damaged one."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=".old-", dir=target.parent))
-        target.rename(old / "artefact")  # a rename onto an existing folder fails, so move it aside
-    try:
-        tmp.rename(target)
-    except OSError:
-        if not target.exists():  # not another process finishing first: a real failure
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = MIN_PSNR, *,
-               no_bf16: bool = False, pause: Callable[[], None] = _no_pause) -> dict:
+def build_int8(source: Source, target: Path, rt: Runtime, side: int | None = None, min_psnr: float = MIN_PSNR,
+               *, pause: Callable[[], None] = _no_pause, progress: ProgressFn = _no_progress) -> dict:
     """Calibrate on the shipped photos, build the int8 graph, check it against float32
     (keeping the most sensitive layers in higher precision if it misses ``min_psnr``),
-    and save model.xml/.bin + meta.json into ``target`` (atomically)."""
+    and save model.xml/.bin + meta.json into ``target`` (atomically). ``side``: the
+    calibration photos' long side (default: the settings'). ``progress(fraction, text)``
+    hears of every step."""
     start = time.perf_counter()
-    photos = calibration_photos(side)
-    base = to_openvino(source)
-    refs = _references(source, base, photos, pause)
-    stats = collect(base, photos, pause=pause)
+    photos = calibration_photos(side or rt.settings.calibration_side)
+    steps = 3 * len(photos) + 2  # references, statistics, the check (once, unless a layer falls back)
+    done = [0]
+
+    def step(text: str) -> Callable[[], None]:
+        def tell() -> None:
+            progress(min(0.99, done[0] / steps), text)
+            done[0] += 1
+        return tell
+
+    step("converting the network")()
+    base = to_openvino(source, rt)
+    refs = _references(source, base, photos, rt, pause, step("float32 results of the calibration photos"))
+    stats = collect(base, photos, rt, pause=pause, step=step("measuring each layer's range"))
     all_ranges = {name: choose_range(*s) for name, s in stats.items()}
     for kept in fallbacks(list(all_ranges)):
         ranges = {k: v for k, v in all_ranges.items() if k not in kept}
         graph = build_graph(base, ranges)
-        check = OpenVINOBackend(graph, "openvino-int8", no_bf16=no_bf16)
+        check = OpenVINOBackend(graph, "openvino-int8", rt)
         scores = []
         for x, ref in zip(photos, refs, strict=True):
             pause()
-            with host.INFERENCE_LOCK:
+            step("checking int8 against float32")()
+            with rt.background():
                 scores.append(psnr(check(x), ref))
         if min(scores) >= min_psnr:
             break
     pause()
-    check_psnr = _check_photo_psnr(source, check, base)
+    step("saving")()
+    check_psnr = _check_photo_psnr(source, check, rt, base)
     meta = {
         "format": ARTEFACT_FORMAT,
         "openvino": ov.__version__,
@@ -370,30 +353,28 @@ def build_int8(source: Source, target: Path, side: int = 512, min_psnr: float = 
         "build_seconds": round(time.perf_counter() - start, 1),
     }
     pause()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    tmp = new_folder_beside(target)
     try:
         ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
         meta["files"] = _file_hashes(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _install(tmp, target)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    BUILDS["openvino-int8"] += 1
+        raise
+    install_folder(tmp, target)
+    rt.count(BUILD_EVENT, 1)
+    progress(1.0, "done")
     return meta
 
 
-_BUILD_LOCK = threading.Lock()
-
-
-def load_cached_int8(source: Source, hub_cache: Path, *, no_bf16: bool = False) -> OpenVINOBackend | None:
+def load_cached_int8(source: Source, rt: Runtime) -> OpenVINOBackend | None:
     """The int8 backend from the disk cache; None when it has not been built yet.
 
     Raises :class:`DamagedArtefact` when the folder is there but anything is wrong: a
     missing or unreadable ``meta.json``, a file whose sha256 is not the one recorded, a
     model OpenVINO cannot read, or a one-photo check against float32 more than
     CHECK_TOLERANCE dB under the build's own."""
-    target = artefact_dir(source, hub_cache)
+    target = artefact_dir(source, rt)
     if not target.exists():
         return None
     try:
@@ -411,28 +392,28 @@ def load_cached_int8(source: Source, hub_cache: Path, *, no_bf16: bool = False) 
     if changed:
         raise DamagedArtefact(f"{', '.join(changed)} changed since it was built (sha256 differs)")
     try:
-        backend = OpenVINOBackend(target / "model.xml", "openvino-int8", meta["min_psnr"], no_bf16=no_bf16)
+        backend = OpenVINOBackend(target / "model.xml", "openvino-int8", rt, meta["min_psnr"])
     except Exception as exc:  # openvino raises RuntimeError subclasses for unreadable models
         raise DamagedArtefact(f"OpenVINO cannot read it ({str(exc).splitlines()[0][:200]})") from None
     backend.ranges = meta.get("ranges") or {}
-    quality = _check_photo_psnr(source, backend)
+    quality = _check_photo_psnr(source, backend, rt)
     if quality < float(check["psnr"]) - CHECK_TOLERANCE:
         raise DamagedArtefact(f"its output is {quality:.1f} dB from float32 on the check photo, "
                               f"{float(check['psnr']):.1f} dB when built")
     return backend
 
 
-def load_or_build_int8(source: Source, hub_cache: Path, *, side: int = 512, no_bf16: bool = False,
-                       pause: Callable[[], None] = _no_pause) -> OpenVINOBackend:
+def load_or_build_int8(source: Source, rt: Runtime, *, pause: Callable[[], None] = _no_pause,
+                       progress: ProgressFn = _no_progress) -> OpenVINOBackend:
     """The int8 backend for this generator: from the disk cache, or built once. A damaged
     cached artefact is removed and rebuilt (the new one replaces it atomically)."""
-    with _BUILD_LOCK:
+    with rt.build_lock:
         try:
-            backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+            backend = load_cached_int8(source, rt)
         except DamagedArtefact as exc:
             log.warning("animegan: the cached int8 model is damaged (%s); rebuilding it", exc)
             backend = None
         if backend is None:
-            build_int8(source, artefact_dir(source, hub_cache), side, no_bf16=no_bf16, pause=pause)
-            backend = load_cached_int8(source, hub_cache, no_bf16=no_bf16)
+            build_int8(source, artefact_dir(source, rt), rt, pause=pause, progress=progress)
+            backend = load_cached_int8(source, rt)
     return backend

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import host
 from .base import BackendUnavailable
 
 
@@ -19,6 +18,8 @@ class TorchBackend:
     the summation order differs, so a few pixels may differ by one 8-bit level)."""
 
     name = "torch-fp32"
+    family = "torch"
+    precision = "f32"
     upgrading = False
     memory_format = torch.channels_last
 
@@ -43,9 +44,10 @@ class TorchBF16Backend(TorchBackend):
     """PyTorch eager with bf16 autocast, channels_last (only where the CPU has native bf16)."""
 
     name = "torch-bf16"
+    precision = "bf16"
 
-    def __init__(self, model: nn.Module, *, no_bf16: bool = False) -> None:
-        if not host.native_bf16(no_bf16):
+    def __init__(self, model: nn.Module, *, native_bf16: bool) -> None:
+        if not native_bf16:
             raise BackendUnavailable("torch-bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX).")
         super().__init__(model)
 

@@ -9,13 +9,14 @@ import time
 
 from tqdm import tqdm
 
-from .. import policy
-from ..styles import DEFAULT_STYLE, STYLES
+from .. import options as shared
+from .. import runtime
+from ..runtime import Runtime
+from ..settings import Settings
 from ..weights import WeightsError
-from .engines import EngineError, import_ray, run_local, run_ray, split_cpus
+from .engines import EngineError, import_ray, run_local, run_ray
 from .manifest import Manifest
 from .plan import MANIFEST_NAME, Options, PlanError, make_plan
-from .worker import FORMATS, available_cpus
 
 EXAMPLES = f"""\
 examples:
@@ -37,14 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="SRC", help="folder (searched recursively), file or fsspec URL of photos and clips")
     p.add_argument("dst", metavar="DST", help="folder or fsspec URL for the results (subfolders mirrored) "
                                               "and the manifest")
-    p.add_argument("-s", "--style", default=DEFAULT_STYLE, choices=sorted(STYLES), metavar="STYLE",
-                   help="style to apply (default: %(default)s; see animegan --list-styles)")
-    p.add_argument("--face-crop", choices=["off", "portrait", "paste"], default="off",
-                   help="portrait: a square crop of the largest face; paste: each face redone and blended back")
-    p.add_argument("--max-side", type=int, default=policy.DEFAULT_MAX_SIDE, metavar="PX",
-                   help="shrink photos so the long side is at most PX; 0 = never (default: %(default)s)")
-    p.add_argument("--format", choices=sorted(FORMATS), default="png", help="output format (default: %(default)s)")
-    p.add_argument("--suffix", default="_anime", help="added to output file names (default: %(default)s)")
+    shared.add_style(p)
+    shared.add_photo(p, "shrink photos so the long side is at most PX; 0 = never (default: %(default)s)")
     e = p.add_argument_group("engine")
     e.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: processes on this machine; ray: Ray Data on a Ray cluster (default: %(default)s)")
@@ -56,15 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--threads", type=int, metavar="T",
                    help="inference threads (Ray: CPUs) per worker; default: the CPUs divided by --workers, else 1")
     e.add_argument("--retry-failed", action="store_true", help="try again the files that failed in earlier runs")
-    e.add_argument("--backend", metavar="NAME",
-                   help="openvino-int8, torch-bf16, torch-fp32 or torch-exact; default: auto ($ANIMEGAN_BACKEND)")
-    e.add_argument("--weights", metavar="FILE", help="use this .pt/.safetensors file (every worker must see it)")
-    v = p.add_argument_group("video clips (one clip per task, written as .mp4)")
-    v.add_argument("--video-max-side", type=int, default=policy.VIDEO_SIDE, metavar="PX",
-                   help="shrink frames so the long side is at most PX; 0 = never (default: %(default)s)")
-    v.add_argument("--max-seconds", type=float, default=0.0, metavar="S",
-                   help="refuse clips longer than S seconds; 0 = no limit (default: %(default)s)")
-    v.add_argument("--trim", action="store_true", help="cut longer clips to --max-seconds instead of refusing them")
+    shared.add_model(e)
+    shared.add_video(p, "video clips (one clip per task, written as .mp4)", 0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
                       video_max_side=args.video_max_side, max_seconds=args.max_seconds, trim=args.trim,
                       backend=args.backend, weights=os.path.abspath(args.weights) if args.weights else None)
     try:
+        rt = runtime.start(Settings.from_env())
+    except ValueError as exc:
+        _say(str(exc))
+        return 2
+    refused = _check_style(options, rt)
+    if refused:
+        _say(refused)
+        return 2
+    try:
         if args.engine == "ray":
             import_ray()  # say how to install it before doing anything else
         manifest = Manifest(args.dst)
@@ -108,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     _say(f"{found} file(s) under {args.src}: {len(todo)} to do, {len(plan.skipped_done)} already done"
          + (f", {len(plan.skipped_failed)} failed before" if plan.skipped_failed else ""))
     if todo and args.engine == "local":
-        error = _prepare_local(options, args)
+        error = _prepare_local(options, rt)
         if error:
             _say(error)
             return 1
@@ -159,21 +156,29 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed or plan.skipped_failed else 0
 
 
-def _prepare_local(options: Options, args: argparse.Namespace) -> str | None:
+def _prepare_local(options: Options, rt: Runtime) -> str | None:
     """Before starting workers: the weights resolve (downloaded once, not once per
-    worker), and with the automatic backend and several workers, its int8 model is
-    built once here and cached, instead of by every worker at the same time."""
-    from ..backends import make_backend
+    worker), and the automatic backend's choice is made and its int8 model built once
+    here, in the foreground with a progress line, then cached: every worker loads it."""
     from ..stylizer import Stylizer
-    from ..weights import load_generator
+
+    line = shared.PrepareLine("animegan batch")
+    try:
+        Stylizer(options.style, runtime=rt, backend=options.backend, weights_file=options.weights,
+                 wait_for_fast=True, progress=line).backend()
+    except (WeightsError, ValueError, OSError) as exc:
+        return str(exc)
+    finally:
+        line.close()
+    return None
+
+
+def _check_style(options: Options, rt: Runtime) -> str | None:
+    """The style is checked by the core's policy before anything is planned (hidden styles too)."""
+    from ..stylizer import Stylizer
 
     try:
-        stylizer = Stylizer(options.style, weights_file=options.weights)
-        path = stylizer.weights_path(options.style)
-        workers, _ = split_cpus(args.workers, args.threads, available_cpus())
-        if (options.backend or stylizer.settings.backend) == "auto" and workers > 1:
-            _say("getting the fastest backend ready once for all workers (built on first use, then cached)")
-            make_backend(load_generator(path), "auto", stylizer.settings, background=False)
-    except (WeightsError, ValueError, OSError) as exc:
+        Stylizer(options.style, runtime=rt, weights_file=options.weights)
+    except ValueError as exc:
         return str(exc)
     return None

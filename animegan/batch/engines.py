@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import signal
 import socket
 import threading
@@ -25,14 +24,13 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .. import runtime
+from ..settings import forwarded_environment
 from .plan import Options, Task
-from .worker import Worker, available_cpus
+from .worker import Worker, available_cpus, start_runtime
 
 log = logging.getLogger("animegan")
 RAY_INSTALL = 'pip install "animegan[ray]"'
-# What travels from the driver to the Ray workers: where the weights are, which backend,
-# and the Hub settings (endpoint, offline mode, token, cache).
-ENV_PREFIXES = ("ANIMEGAN_", "HF_")
 
 
 class EngineError(RuntimeError):
@@ -50,20 +48,28 @@ def split_cpus(workers: int | None, threads: int | None, cpus: int) -> tuple[int
 
 
 # -- local --------------------------------------------------------------------------------------
-_LOCAL: dict = {}
+class _LocalTasks:
+    """A worker process's model, made on its first task (a failure is told per task)."""
+
+    def __init__(self, options: Options, threads: int) -> None:
+        self.options, self.threads, self.worker = options, threads, None
+
+    def __call__(self, task: Task) -> dict:
+        if self.worker is None:
+            try:
+                self.worker = Worker(self.options, self.threads)
+            except Exception as exc:
+                raise EngineError(f"a worker could not load the model: {exc}") from None
+        return self.worker(task)
 
 
 def _local_init(options: Options, threads: int) -> None:
-    _LOCAL.update(options=options, threads=threads)
+    """A new worker process: its runtime (with its share of the CPUs) keeps its tasks' runner."""
+    start_runtime(threads).shared("batch.tasks", lambda: _LocalTasks(options, threads))
 
 
 def _local_task(task: Task) -> dict:
-    if "worker" not in _LOCAL:
-        try:
-            _LOCAL["worker"] = Worker(_LOCAL["options"], _LOCAL["threads"])
-        except Exception as exc:
-            raise EngineError(f"a worker could not load the model: {exc}") from None
-    return _LOCAL["worker"](task)
+    return runtime.get().shared("batch.tasks", lambda: None)(task)
 
 
 def run_local(options: Options, tasks: list[Task], workers: int | None = None,
@@ -186,7 +192,7 @@ def run_ray(options: Options, tasks: list[Task], workers: int | None = None, thr
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+        env = forwarded_environment()
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
                      configure_logging=True, include_dashboard=False)

@@ -9,40 +9,35 @@ import posixpath
 import socket
 import tempfile
 import time
-import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
-from .. import images, video
+from .. import images, runtime, video
+from ..files import atomic_write_bytes
+from ..host import available_cpus
+from ..options import encode_options
+from ..runtime import Runtime
+from ..settings import Settings
 from ..stylizer import Stylizer
 from .plan import Options, Task, is_local, join, open_fs
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+__all__ = ["Worker", "available_cpus", "encode", "start_runtime"]
 
 
-def use_threads(threads: int | None) -> int:
-    """Give this process ``threads`` CPUs' worth of inference threads, PyTorch's and
-    OpenVINO's alike (both size themselves from ``available_cpus``, which honours
-    ANIMEGAN_THREADS, read into ``Settings.threads``). Call before creating the Stylizer.
-    The one place batch sets threads."""
-    from .. import host
-
-    if threads:
-        os.environ["ANIMEGAN_THREADS"] = str(threads)
-    return host.configure_threads(threads)
-
-
-def available_cpus() -> int:
-    from .. import host
-
-    return host.available_cpus()
+def start_runtime(threads: int | None) -> Runtime:
+    """This worker process's runtime, with ``threads`` inference threads (PyTorch's,
+    OpenVINO's and ONNX Runtime's alike): the one place batch sets threads, through the
+    runtime, before anything else in the process made one."""
+    settings = Settings.from_env()
+    return runtime.start(replace(settings, threads=threads) if threads else settings)
 
 
 def encode(img, fmt: str) -> bytes:
-    if FORMATS[fmt] == "JPEG" and img.mode != "RGB":
+    kind, extra = encode_options(fmt)
+    if kind == "JPEG" and img.mode != "RGB":
         img = img.convert("RGB")  # JPEG has no alpha
     buf = io.BytesIO()
-    img.save(buf, FORMATS[fmt], **({"quality": 95} if fmt != "png" else {}))
+    img.save(buf, kind, **extra)
     return buf.getvalue()
 
 
@@ -54,9 +49,13 @@ class Worker:
         self.src_fs, self.src_root = open_fs(options.src)
         self.dst_fs, self.dst_root = open_fs(options.dst)
         self.src_is_file = self.src_fs.isfile(self.src_root)
-        self.threads = use_threads(threads)
-        self.stylizer = Stylizer(options.style, backend=options.backend, max_side=options.max_side or None,
-                                 weights_file=options.weights, cache_size=0)
+        rt = start_runtime(threads)
+        self.threads = rt.threads
+        # wait_for_fast: the driver prepared the fast backend (local engine), so this loads it;
+        # elsewhere (a Ray node) the worker prepares it before its first file, not in a thread
+        self.stylizer = Stylizer(options.style, runtime=rt, backend=options.backend,
+                                 max_side=options.max_side or None, weights_file=options.weights, cache_size=0,
+                                 wait_for_fast=True)
         self.stylizer.backend()  # load now: a worker that cannot load its model fails at the start
         self.host = socket.gethostname()
         self.key = options.key()
@@ -104,17 +103,7 @@ class Worker:
         if not is_local(self.dst_fs):
             self.dst_fs.pipe_file(target, data)
             return
-        folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
-        partial = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(partial, "wb") as f:
-                f.write(data)
-            os.replace(partial, target)
-        except BaseException:
-            if os.path.exists(partial):
-                os.unlink(partial)
-            raise
+        atomic_write_bytes(target, data)
 
     # -- one clip ---------------------------------------------------------------------------
     def _video(self, task: Task) -> dict:

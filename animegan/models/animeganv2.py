@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import HubMixin
+from .registry import HubMixin, register
 
 
 class ConvNormLReLU(nn.Sequential):
@@ -60,6 +60,7 @@ class InvertedResBlock(nn.Module):
 _DOWN = (0, 1, 0, 1)
 
 
+@register("animeganv2")
 class Generator(nn.Module, HubMixin):
     """AnimeGANv2 generator: N x 3 x H x W in [-1, 1] (RGB) -> same shape in [-1, 1].
 
@@ -67,7 +68,6 @@ class Generator(nn.Module, HubMixin):
     model.safetensors) and no modules: the state_dict keys stay the published ones.
     """
 
-    architecture = "animeganv2"
 
     def __init__(self) -> None:
         super().__init__()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import HubMixin
+from .registry import HubMixin, register
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -114,6 +114,7 @@ class UpShuffle(nn.Sequential):
         super().__init__(conv, nn.PixelShuffle(2), _norm(out_ch), nn.LeakyReLU(0.2, inplace=True))
 
 
+@register("lite")
 class LiteGenerator(nn.Module, HubMixin):
     """The small generator: N x 3 x H x W in [-1, 1] (RGB) -> same shape in [-1, 1].
 
@@ -123,7 +124,6 @@ class LiteGenerator(nn.Module, HubMixin):
     Every argument is recorded in config.json by ``save_pretrained``.
     """
 
-    architecture = "lite"
 
     def __init__(self, width: int = 32, res_blocks: int = 2, attn_dim: int = 16, window: int = 8) -> None:
         super().__init__()

@@ -1,9 +1,14 @@
 """The generator classes by name, and their config.json.
 
-Every generator class here is a ``huggingface_hub.PyTorchModelHubMixin`` model: it saves as
+Every generator class is a ``huggingface_hub.PyTorchModelHubMixin`` model: it saves as
 ``config.json`` (its architecture name and constructor arguments) + ``model.safetensors``.
 ``animegan.weights.load_generator`` brings back an eval-mode module of the right class
 from a model folder, a Hub repo id or a published checkpoint file.
+
+A generator is registered where it is defined, with ``@register("name")`` (as timm's
+``@register_model``): this module imports no model, and a new architecture is one file.
+The registry holds nothing itself: :func:`architectures` finds the registered classes
+among the HubMixin's subclasses (``animegan.models`` imports the package's own).
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
@@ -20,6 +26,9 @@ from torch import nn
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+T = TypeVar("T", bound=type)
 
 
 class HubMixin(
@@ -42,12 +51,27 @@ class HubMixin(
         return {**(getattr(self, "_hub_mixin_config", None) or {}), "architecture": self.architecture}
 
 
-def architectures() -> dict[str, type[nn.Module]]:
-    """Architecture name (as in config.json) -> class."""
-    from .animeganv2 import Generator
-    from .lite import LiteGenerator
+def register(name: str) -> Callable[[T], T]:
+    """Class decorator: the generator is known as ``name`` in config.json files."""
+    def decorate(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, HubMixin) and issubclass(cls, nn.Module)):
+            raise TypeError(f"{cls!r}: a registered generator is an nn.Module and an animegan HubMixin")
+        cls.architecture = name
+        cls._registered = name
+        return cls
+    return decorate
 
-    return {cls.architecture: cls for cls in (Generator, LiteGenerator)}
+
+def architectures() -> dict[str, type[nn.Module]]:
+    """Architecture name (as in config.json) -> class, for every registered generator."""
+    found: dict[str, type[nn.Module]] = {}
+    todo = list(HubMixin.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__dict__.get("_registered"):
+            found[cls.__dict__["_registered"]] = cls
+    return dict(sorted(found.items()))
 
 
 class ConfigError(ValueError):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..models.injected import InjectedNet, StopPass, UnsupportedGenerator
+from ..runtime import Runtime
 
 __all__ = ["OpenVINOEngine", "TorchEngine", "UnsupportedGenerator", "engine_for"]
 
@@ -29,6 +30,8 @@ Masks = tuple[np.ndarray, ...]
 
 class TorchEngine:
     """The passes in PyTorch eager: float32 (channels_last, or NCHW for torch-exact) or bf16."""
+
+    family = "torch"
 
     def __init__(self, generator: nn.Module, name: str = "torch-fp32") -> None:
         self.name = name
@@ -76,17 +79,17 @@ class OpenVINOEngine:
     compiled model keeps its working memory, and 24 of them would hold gigabytes.
     """
 
-    def __init__(self, generator: nn.Module, precision: str, ranges: dict | None = None,
-                 plain_order: list[str] | None = None) -> None:
-        from ..backends import openvino as ovb
+    family = "openvino"
 
-        self.name = "openvino-int8" if ranges else f"openvino-{precision}"
+    def __init__(self, generator: nn.Module, rt: Runtime, hint: str, ranges: dict | None = None,
+                 plain_order: list[str] | None = None) -> None:
+        self.name = "openvino-int8" if ranges else f"openvino-{hint}"
         self._nets = {mode: InjectedNet(generator, mode).eval() for mode in ("tiles", "frames")}
         net = self._nets["tiles"]
         self.layers, self.levels, self.multiple = net.layers, net.levels, net.multiple
         self._ranges, self._plain_order = ranges, plain_order or []
-        self._config = ovb._config(precision)
-        self._core = ovb.core()
+        self._config = rt.openvino_config(hint)
+        self._core = rt.openvino()
         self._graphs: dict[str, object] = {}
         self._compiled: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
@@ -147,6 +150,7 @@ class OpenVINOEngine:
 def _convert(net: InjectedNet):
     import openvino as ov
 
+    from ..backends.openvino import convert
     from .layout import sampling_grids
 
     h = w = 64
@@ -162,8 +166,7 @@ def _convert(net: InjectedNet):
     shapes += [([-1], i64), ([-1], i64), ([-1], f32)] * 4
     if net.kind != "animeganv2":  # no upsampling positions
         example, shapes = example[:len(example) - len(grids)], shapes[:len(shapes) - 12]
-    with torch.no_grad():
-        return ov.convert_model(net, example_input=example, input=[(ov.PartialShape(s), t) for s, t in shapes])
+    return convert(net, example, [(ov.PartialShape(s), t) for s, t in shapes])
 
 
 def _layer_outputs(graph) -> list:
@@ -185,21 +188,20 @@ def _map_ranges(graph, ranges: dict, plain_order: list[str]) -> dict:
     return {name: ranges[plain] for name, plain in zip(mine, plain_order, strict=True) if plain in ranges}
 
 
-def engine_for(generator, backend) -> TorchEngine | OpenVINOEngine:
+def engine_for(generator, backend, rt: Runtime) -> TorchEngine | OpenVINOEngine:
     """The engine that runs ``generator`` as ``backend`` does (for ``auto``: the backend
     serving now): OpenVINO int8 with its ranges, OpenVINO float of its precision, or
-    PyTorch. Raises :class:`UnsupportedGenerator` for a generator without GroupNorm(1)
-    layers (an ONNX style)."""
+    PyTorch (an ONNX Runtime backend's float32 is matched by PyTorch float32). Raises
+    :class:`UnsupportedGenerator` for a generator without GroupNorm(1) layers (an ONNX style)."""
     backend = getattr(backend, "current", backend)
     if not isinstance(generator, nn.Module):
         raise UnsupportedGenerator("an ONNX style's normalisation cannot be given the whole picture's statistics")
-    name = backend.name
-    if name.startswith("openvino"):
+    if backend.family == "openvino":
         ranges = getattr(backend, "ranges", None)
         plain = None
         if ranges:
             from ..backends import openvino as ovb
 
-            plain = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(generator))))
-        return OpenVINOEngine(generator, backend.precision, ranges, plain)
-    return TorchEngine(generator, name if name in ("torch-bf16", "torch-exact") else "torch-fp32")
+            plain = list(ovb.quant_points(ovb.build_graph(ovb.to_openvino(generator, rt))))
+        return OpenVINOEngine(generator, rt, backend.hint, ranges, plain)
+    return TorchEngine(generator, backend.name if backend.name in ("torch-bf16", "torch-exact") else "torch-fp32")

@@ -16,15 +16,17 @@
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
+from .. import images
 from . import layout
 
 TileProgress = Callable[[int, int, str], None]  # (steps done, steps in all, what is running)
+Hold = Callable[[], contextlib.AbstractContextManager]  # a context held around each pass (the runtime's inference lock)
 
 
 def _tile_input(rgb: np.ndarray, tile: layout.Tile) -> np.ndarray:
@@ -34,9 +36,8 @@ def _tile_input(rgb: np.ndarray, tile: layout.Tile) -> np.ndarray:
 
 
 def _to_uint8(out: np.ndarray) -> np.ndarray:
-    """As :func:`animegan.images.from_array`: 1 x 3 x h x w in [-1, 1] -> h x w x 3 uint8."""
-    arr = (out[0] * np.float32(0.5) + np.float32(0.5)).clip(0, 1) * np.float32(255)
-    return arr.astype(np.uint8).transpose(1, 2, 0)
+    """1 x 3 x h x w in [-1, 1] -> h x w x 3 uint8 (:func:`animegan.images.levels`)."""
+    return images.levels(out[0]).transpose(1, 2, 0)
 
 
 def _pad_to(rgb: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
@@ -50,7 +51,7 @@ def _pad_to(rgb: np.ndarray, multiple: int) -> tuple[np.ndarray, int, int]:
 
 
 def whole_statistics(engine, rgb: np.ndarray, places: list, step: Callable[[str], None],
-                     lock: threading.Lock) -> np.ndarray:
+                     hold: Hold = contextlib.nullcontext) -> np.ndarray:
     """The whole picture's statistics (L x 2), one layer after the other. ``places``:
     (tile, masks, grids) for every tile."""
     stats = np.zeros((engine.layers, 2), np.float32)
@@ -58,7 +59,7 @@ def whole_statistics(engine, rgb: np.ndarray, places: list, step: Callable[[str]
     for k in range(engine.layers):
         parts = []
         for (t, masks, grids), count in zip(places, counts, strict=True):
-            with lock:
+            with hold():
                 _, measured = engine.tile(_tile_input(rgb, t), stats, masks, grids, stop=k)
             parts.append((count[engine.levels[k]], measured.reshape(1, 2)))
             step(f"statistics of layer {k + 1} of {engine.layers}")
@@ -67,13 +68,12 @@ def whole_statistics(engine, rgb: np.ndarray, places: list, step: Callable[[str]
 
 
 def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, margin: int = layout.MARGIN,
-                  progress: TileProgress | None = None, lock: threading.Lock | None = None) -> Image.Image:
+                  progress: TileProgress | None = None, hold: Hold = contextlib.nullcontext) -> Image.Image:
     """Stylize an RGB picture at its own size in tiles with its exact statistics.
 
-    ``progress(done, total, text)`` after every tile pass; ``lock`` (the process's
-    inference lock) is taken around each pass, not the whole picture, so other work
+    ``progress(done, total, text)`` after every tile pass; ``hold()`` (the process's
+    inference lock) is held around each pass, not the whole picture, so other work
     interleaves."""
-    lock = lock or threading.Lock()
     # the LiteGenerator pads to whole attention windows (multiple 32); AnimeGANv2 (4) pads nothing
     rgb, top, left = _pad_to(np.asarray(img.convert("RGB")), engine.multiple if engine.multiple > 4 else 1)
     h, w = rgb.shape[:2]
@@ -88,11 +88,11 @@ def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, mar
             progress(done, total, text)
 
     places = [(t, layout.masks(t), layout.sampling_grids((h, w), t.origin, t.size)) for t in tiles]
-    stats = None if len(tiles) == 1 else whole_statistics(engine, rgb, places, step, lock)
+    stats = None if len(tiles) == 1 else whole_statistics(engine, rgb, places, step, hold)
     out = np.empty((h, w, 3), np.uint8)
     for i, (t, masks, grids) in enumerate(places):
         x = _tile_input(rgb, t)
-        with lock:
+        with hold():
             if stats is None:  # fits in one tile: the plain generator, its own statistics
                 y, _ = engine.frame(x, np.zeros((engine.layers, 2), np.float32), 0.0, grids)
             else:

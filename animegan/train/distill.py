@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backends.fidelity import psnr
 from ..models import LiteGenerator
 from ..models.complexity import count
+from ..models.discriminator import Discriminator
 from ..models.registry import describe
 from ..weights import load_generator
 from . import TrainingError
@@ -166,29 +168,12 @@ class Pool:
 
 
 # -- the optional adversarial term ---------------------------------------------------------
-class PatchDiscriminator(nn.Module):
-    """A small spectral-norm patch discriminator (LSGAN): one score per ~22 x 22 patch."""
-
-    def __init__(self, ch: int = 32) -> None:
-        super().__init__()
-        sn = nn.utils.spectral_norm
-        self.net = nn.Sequential(
-            sn(nn.Conv2d(3, ch, 3, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
-            sn(nn.Conv2d(ch, ch * 2, 3, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
-            sn(nn.Conv2d(ch * 2, ch * 4, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
-            sn(nn.Conv2d(ch * 4, 1, 3, 1, 1)),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two batches in [-1, 1], as 8-bit images."""
-    x = ((a.float().clamp(-1, 1) + 1) * 127.5).floor()
-    y = ((b.float().clamp(-1, 1) + 1) * 127.5).floor()
-    mse = float(((x - y) ** 2).mean())
-    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+def discriminator() -> nn.Module:
+    """The optional adversarial term's judge: the project's one patch discriminator
+    (spectral norm, LSGAN; :class:`animegan.models.discriminator.Discriminator`), small:
+    half its width and one stride-2 step less than the GAN recipe's, as it only has to
+    tell the student's texture from the teacher's."""
+    return Discriminator(width=32, n_dis=2)
 
 
 def _lr_factor(fraction: float, warmup: float = 0.02, floor: float = 0.05) -> float:
@@ -242,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     size = settings["size"]
     sampler = CropSampler(photos, size, face_fraction=settings["face_fraction"],
                           face_weight=settings["face_weight"], seed=settings["seed"])
-    disc = PatchDiscriminator().to(device.device).train() if settings["adversarial"] > 0 else None
+    disc = discriminator().to(device.device).train() if settings["adversarial"] > 0 else None
     fused = device.type == "cpu" or device.type == "cuda"  # one fused kernel per step, not one per tensor
     opt = torch.optim.Adam(student.parameters(), lr=settings["lr"], betas=(0.9, 0.99), fused=fused)
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings["lr"] / 4, betas=(0.5, 0.99)) if disc else None
@@ -282,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad(), device.autocast():
             for x, t in zip(fixed, fixed_teacher, strict=True):
                 s = student(x.to(device.device)).float().cpu()
-                scores.append(_psnr(s, t))
+                scores.append(psnr(s, t))
                 rows.append([to_image(x), to_image(t), to_image(s)])
         student.train()
         mean = sum(scores) / len(scores)
@@ -351,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
             seen += batch_n
             for k, v in {"loss": loss, **losses}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
-            sums["psnr"] = sums.get("psnr", 0.0) + _psnr(out.detach(), y)
+            sums["psnr"] = sums.get("psnr", 0.0) + psnr(out, y)
             sums["n"] = sums.get("n", 0.0) + 1
             progress.update(step, clock.elapsed, loss=float(loss.detach()), lr=f"{lr:.1e}")
             if step % settings["log_every"] == 0 or budget.done(step, clock.elapsed):

@@ -24,6 +24,7 @@ import shutil
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import runtime
 from . import TrainingError
 
 KINDS = ("onnx", "openvino", "openvino-int8", "safetensors")
@@ -66,20 +68,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-timing", action="store_true", help="skip the 512 x 512 timing in the model card")
 
 
-def load_source(src: str) -> Source:
-    """The generator SRC names: a registered style (its weights resolved as the app does),
-    or anything :func:`animegan.weights.load_generator` takes."""
+def load_source(src: str, rt: runtime.Runtime | None = None) -> Source:
+    """The generator SRC names: a registered style (its weights resolved as the app does,
+    and refused where the policy hides it), or anything :func:`animegan.weights.load_generator` takes."""
     from ..styles import STYLES, licence_markdown
     from ..stylizer import Stylizer
-    from ..weights import load_generator, load_model
+    from ..weights import load_generator
 
     if src in STYLES:
-        style = STYLES[src]
-        model = load_model(Stylizer(src).weights_path(src), style)
+        stylizer = Stylizer(src, runtime=rt)  # the core's policy: a hidden style is refused here as on every way in
+        style = stylizer.check_style(src)
+        model = stylizer.model(src)
         if not isinstance(model, nn.Module):
             raise TrainingError(f"Style {src!r} is an ONNX file already; export works on PyTorch generators.")
         return Source(model, f"style {src} ({style.source})", licence_markdown(style))
-    return Source(load_generator(src), src)
+    return Source(load_generator(src, rt=rt), src)
 
 
 def _photo(side: int) -> np.ndarray:
@@ -88,13 +91,20 @@ def _photo(side: int) -> np.ndarray:
     return calibration_photos(side)[0]
 
 
-def export_onnx(model: nn.Module, out: Path) -> dict:
+def export_onnx(model: nn.Module, out: Path, rt: runtime.Runtime) -> dict:
     """model.onnx with free batch, height and width, checked with ONNX Runtime."""
     import onnxruntime as ort
 
     path = out / "model.onnx"
     axes = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False): it gives free height and width for these
+    # generators in one call, checked below against PyTorch with ONNX Runtime. PyTorch now
+    # marks it legacy (a DeprecationWarning, a FutureWarning about tracing, TracerWarnings);
+    # those notices are for its maintainers, not for the person exporting, so not shown.
+    with torch.no_grad(), warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"],
                           output_names=["anime"], dynamic_axes={"image": axes, "anime": axes}, dynamo=False,
                           opset_version=17)
@@ -108,21 +118,21 @@ def export_onnx(model: nn.Module, out: Path) -> dict:
     return {"onnxruntime_max_abs_diff": diff, "checked_on": list(x.shape)}
 
 
-def export_openvino(model: nn.Module, out: Path) -> dict:
+def export_openvino(model: nn.Module, out: Path, rt: runtime.Runtime) -> dict:
     import openvino as ov
 
     from ..backends import openvino as ovb
 
-    ov.save_model(ovb.build_graph(ovb.to_openvino(model)), str(out / "model.xml"), compress_to_fp16=False)
+    graph = ovb.build_graph(ovb.to_openvino(model, rt))
+    ov.save_model(graph, str(out / "model.xml"), compress_to_fp16=False)
     return {}
 
 
-def export_int8(model: nn.Module, out: Path) -> dict:
+def export_int8(model: nn.Module, out: Path, rt: runtime.Runtime) -> dict:
     from ..backends import openvino as ovb
-    from ..settings import Settings
 
     target = out / "int8"
-    meta = ovb.build_int8(model, target, Settings.from_env().calibration_side)
+    meta = ovb.build_int8(model, target, rt)
     for f in target.iterdir():
         shutil.move(str(f), out / f.name)
     target.rmdir()
@@ -132,7 +142,7 @@ def export_int8(model: nn.Module, out: Path) -> dict:
     return {"int8_psnr_db": meta["psnr"], "int8_min_psnr_db": meta["min_psnr"], "not_int8": meta["not_int8"]}
 
 
-def export_safetensors(model: nn.Module, out: Path) -> dict:
+def export_safetensors(model: nn.Module, out: Path, rt: runtime.Runtime) -> dict:
     model.save_pretrained(out)
     return {}
 
@@ -141,11 +151,9 @@ EXPORTERS = {"onnx": export_onnx, "openvino": export_openvino, "openvino-int8": 
              "safetensors": export_safetensors}
 
 
-def time_512(kind: str, model: nn.Module, out: Path, runs: int = 3) -> float:
+def time_512(kind: str, model: nn.Module, out: Path, rt: runtime.Runtime, runs: int = 3) -> float:
     """Median seconds for one 512 x 512 image with what was exported (on this CPU)."""
-    from .. import host
-
-    host.configure_threads()
+    rt.engage()
     x = _photo(512)
     if kind == "onnx":
         import onnxruntime as ort
@@ -155,7 +163,7 @@ def time_512(kind: str, model: nn.Module, out: Path, runs: int = 3) -> float:
     elif kind.startswith("openvino"):
         from ..backends.openvino import OpenVINOBackend
 
-        backend = OpenVINOBackend(out / "model.xml", kind)
+        backend = OpenVINOBackend(out / "model.xml", kind, rt)
         run = lambda: backend(x)  # noqa: E731
     else:
         def run() -> None:
@@ -210,19 +218,21 @@ The animegan code is MIT-licensed; the weights' terms are their owners' (above).
 """
 
 
-def export(src: str, kind: str, out: str | Path, *, timing: bool = True) -> tuple[Path, dict]:
+def export(src: str, kind: str, out: str | Path, *, timing: bool = True,
+           rt: runtime.Runtime | None = None) -> tuple[Path, dict]:
     """Write the export into ``out`` (an empty or new folder); returns it and the facts."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TrainingError(f"{out} is not empty; give a new folder so nothing is overwritten.")
-    source = load_source(src)
+    rt = rt or runtime.get()
+    source = load_source(src, rt)
     model = source.model.eval()
     out.mkdir(parents=True, exist_ok=True)
-    facts = EXPORTERS[kind](model, out)
+    facts = EXPORTERS[kind](model, out, rt)
     if timing:
         from ..host import cpu_name
 
-        facts["seconds_512"], facts["cpu"] = time_512(kind, model, out), cpu_name()
+        facts["seconds_512"], facts["cpu"] = time_512(kind, model, out, rt), cpu_name()
     (out / "README.md").write_text(model_card(source, kind, facts))
     (out / "export.json").write_text(json.dumps({"source": source.origin, "kind": kind, **facts}, indent=1))
     return out, facts
@@ -230,19 +240,20 @@ def export(src: str, kind: str, out: str | Path, *, timing: bool = True) -> tupl
 
 def push(out: Path, repo: str) -> str:
     """Upload the folder to a Hub model repo (created if needed); the repo's URL."""
-    import os
-
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    api = HfApi(endpoint=runtime.get().hub.endpoint)
     api.create_repo(repo, exist_ok=True)
     api.upload_folder(repo_id=repo, folder_path=str(out), commit_message="animegan export")
     return f"{api.endpoint}/{repo}"
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..settings import Settings
+
     try:
-        out, facts = export(args.source, args.to, args.out, timing=not args.no_timing)
+        rt = runtime.start(Settings.from_env())
+        out, facts = export(args.source, args.to, args.out, timing=not args.no_timing, rt=rt)
     except TrainingError:
         raise
     except Exception as exc:

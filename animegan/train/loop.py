@@ -18,7 +18,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +68,9 @@ class Device:
 
 def pick_device(name: str = "auto", precision: str = "auto") -> Device:
     """``auto``: CUDA when a GPU is there, else the CPU. ``precision``: auto | fp32."""
-    from ..host import configure_threads, native_bf16
+    from .. import runtime
 
+    rt = runtime.get()
     if name not in {"auto", "cpu", "cuda"}:
         raise TrainingError(f"--device must be auto, cpu or cuda, not {name!r}.")
     if name == "cuda" and not torch.cuda.is_available():
@@ -77,12 +78,12 @@ def pick_device(name: str = "auto", precision: str = "auto") -> Device:
     use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     if use_cuda:
         dev = torch.device("cuda")
-        torch.backends.cudnn.benchmark = True
+        rt.tune_cuda()
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
-        configure_threads()
+        rt.engage()
         dev = torch.device("cpu")
-        amp = torch.bfloat16 if native_bf16() else None
+        amp = torch.bfloat16 if rt.native_bf16 else None
     return Device(dev, None if precision == "fp32" else amp)
 
 
@@ -324,3 +325,78 @@ class Clock:
     @property
     def elapsed(self) -> float:
         return self.before + time.perf_counter() - self.start
+
+
+# -- the run loop ---------------------------------------------------------------------------------
+SAVE_SECONDS = 300  # a checkpoint at least this often, whatever --checkpoint-every says
+
+
+@dataclass(frozen=True)
+class Every:
+    """How often a run writes: a metrics line, a sample sheet, a checkpoint (in steps)."""
+
+    log: int
+    sample: int
+    checkpoint: int
+
+
+class Steps:
+    """The one training loop, shared by ``distill`` and ``train``: steps until there is no
+    more to do or the run is stopped, with the run folder's rhythm around them.
+
+    ``run(step, more, one)`` calls ``one()`` (a training step, returning its values) while
+    ``more(step)`` holds; after each step it moves the progress bar and calls ``log(step,
+    values)`` every ``every.log`` steps (and at the first), ``sample(step)`` every
+    ``every.sample`` and ``checkpoint()`` every ``every.checkpoint`` steps and at least
+    every SAVE_SECONDS. Ctrl-C or SIGTERM (a cluster's pre-emption, a Space's restart)
+    stops it after the step under way: ``stopped`` is set and the caller saves and
+    says how to resume. Use it as a context manager (the SIGTERM handler is the run's
+    while it lasts, then given back).
+    """
+
+    def __init__(self, every: Every, progress: Progress, *, log: Callable[[int, dict], None],
+                 sample: Callable[[int], None], checkpoint: Callable[[], None],
+                 show: Callable[[dict], dict] = lambda values: {}) -> None:
+        self.every, self.progress = every, progress
+        self._log, self._sample, self._checkpoint, self._show = log, sample, checkpoint, show
+        self.stopped = False
+        self._saved = time.perf_counter()
+        self._old_handler = None
+
+    def __enter__(self) -> Steps:
+        import signal
+
+        self._old_handler = signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        import signal
+
+        signal.signal(signal.SIGTERM, self._old_handler)
+        if exc[0] is KeyboardInterrupt:
+            self.progress.write("interrupted: saving a checkpoint (run the same command again to resume)")
+            self.stopped = True
+            return True  # the caller saves, as after a SIGTERM
+        return False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def checkpoint(self) -> None:
+        self._checkpoint()
+        self._saved = time.perf_counter()
+
+    def run(self, step: int, more: Callable[[int], bool], one: Callable[[], dict], elapsed: Callable[[], float],
+            ) -> int:
+        """Train from ``step`` while ``more(step)`` and not stopped; the step reached."""
+        while more(step) and not self.stopped:
+            values = one()
+            step += 1
+            self.progress.update(step, elapsed(), **self._show(values))
+            if step % self.every.log == 0 or step == 1 or not more(step):
+                self._log(step, values)
+            if step % self.every.sample == 0:
+                self._sample(step)
+            if step % self.every.checkpoint == 0 or time.perf_counter() - self._saved > SAVE_SECONDS:
+                self.checkpoint()
+        return step
