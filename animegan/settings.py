@@ -8,7 +8,7 @@ package reads ``ANIMEGAN_*`` variables.
 Each field's description sits next to it (``metadata={"doc": ...}``); the table of every
 variable in ``docs/settings.md`` is generated from them by ``scripts/settings_table.py``
 (``tests/test_docs.py`` fails when it is not current). A field is read from
-``ANIMEGAN_<FIELD NAME IN CAPITALS>`` unless its metadata says ``"env": False``.
+``ANIMEGAN_<FIELD NAME IN CAPITALS>`` unless its metadata names another variable (``"env"``).
 
 The Hugging Face cache is huggingface_hub's own (``HF_HOME`` / ``HF_HUB_CACHE``); it is
 read here too, so that a Settings made after those variables change uses the new folder.
@@ -27,9 +27,10 @@ def _flag(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _setting(default: object, doc: str, env: bool = True) -> Any:
+def _setting(default: object, doc: str, env: bool | str = True) -> Any:
     """A field with its description next to it. ``docs/settings.md``'s table is generated from
-    these (``scripts/settings_table.py``); ``env=False`` marks a field no ANIMEGAN_* variable sets."""
+    these (``scripts/settings_table.py``). ``env``: True for ``ANIMEGAN_<NAME>``, the variable's
+    name when another one sets the field (listed under that name), False to leave it out."""
     return field(default=default, metadata={"doc": doc, "env": env})
 
 

@@ -5,8 +5,9 @@
     python scripts/settings_table.py --check   # exit 1 if the page's table is not current
 
 Each field of the frozen dataclass ``animegan.settings.Settings`` carries its description
-(``metadata["doc"]``) and its default; a field whose metadata says ``"env": False`` is not
-read from a variable and is left out. The table is all that is generated: the page's other
+(``metadata["doc"]``) and its default. Its variable is ``ANIMEGAN_<FIELD NAME>``, or the name
+``metadata["env"]`` gives (a field read from another project's variable); ``"env": False``
+leaves the field out (not read from a variable). The table is all that is generated: the page's other
 text is written by hand around the two markers. ``tests/test_docs.py`` runs the check.
 """
 
@@ -50,19 +51,21 @@ def table(settings_class: type | None = None) -> str:
     rows = ["| variable | default | what it sets |", "|---|---|---|"]
     missing = []
     for f in fields(settings_class):
-        if f.metadata.get("env", True) is False:
+        env = f.metadata.get("env", True)
+        if env is False:
             continue
+        variable = env if isinstance(env, str) else f"{PREFIX}{f.name.upper()}"
         doc = f.metadata.get("doc")
         if not doc:
             missing.append(f.name)
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append(f"| `{PREFIX}{f.name.upper()}` | {_default(default)} | {' '.join(doc.split())} |")
+        rows.append(f"| `{variable}` | {_default(default)} | {' '.join(doc.split())} |")
     if missing:
         raise SystemExit(
             "Settings fields without a description: " + ", ".join(missing)
             + ". Declare them with _setting(default, \"what it sets\") in animegan/settings.py "
-            "(or env=False if no variable sets them)."
+            "(env=\"VARIABLE\" if another project's variable sets them, env=False if none does)."
         )
     return "\n".join(rows) + "\n"
 

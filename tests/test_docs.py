@@ -51,8 +51,9 @@ def test_every_variable_is_in_the_table_with_its_default():
     table = settings_table.table(Settings)
     defaults = Settings()
     for f in fields(Settings):
-        name = f"ANIMEGAN_{f.name.upper()}"
-        if f.metadata.get("env", True) is False:
+        env = f.metadata.get("env", True)
+        name = env if isinstance(env, str) else f"ANIMEGAN_{f.name.upper()}"
+        if env is False:
             assert name not in table
             continue
         assert f.metadata.get("doc"), f"Settings.{f.name} has no description"
@@ -66,10 +67,19 @@ def test_a_field_without_a_description_stops_the_table():
     @dataclass(frozen=True)
     class Two:
         documented: int = field(default=1, metadata={"doc": "has one"})
+        elsewhere: str = field(default="x", metadata={"doc": "another project's", "env": "HF_SOMETHING"})
+        internal: int = field(default=0, metadata={"doc": "no variable", "env": False})
         forgotten: int = 2
 
     with pytest.raises(SystemExit, match="forgotten"):
         settings_table.table(Two)
+
+    @dataclass(frozen=True)
+    class One(Two):
+        forgotten: int = field(default=2, metadata={"doc": "now said"})
+
+    rows = settings_table.table(One).splitlines()[2:]
+    assert [r.split("`")[1] for r in rows] == ["ANIMEGAN_DOCUMENTED", "HF_SOMETHING", "ANIMEGAN_FORGOTTEN"]
 
 
 def test_the_backend_setting_names_every_backend():
