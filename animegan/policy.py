@@ -12,7 +12,7 @@ FaceMode = Literal["off", "portrait", "paste"]
 FACE_MODES: tuple[FaceMode, ...] = get_args(FaceMode)
 
 # -- photos ------------------------------------------------------------------------------
-DEFAULT_MAX_SIDE = 1024  # library and CLI: the long side photos are shrunk to (README: why 1024)
+DEFAULT_MAX_SIDE = 1024  # library and CLI: the long side photos are shrunk to (docs/speed.md: why 1024)
 MIN_SIDE = 16  # below this the network has nothing to work with
 DEFAULT_MAX_PIXELS = 40_000_000  # decoded images larger than this are refused
 SIDE_MIN = 256  # app: the smallest output size its slider offers

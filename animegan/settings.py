@@ -5,39 +5,10 @@ down; a library user may build one by hand (``Settings(backend="torch-fp32")``) 
 :class:`animegan.Stylizer` read the environment when it is created. Nothing else in the
 package reads ``ANIMEGAN_*`` variables.
 
-=============================  ==========  ===================================================
-variable                       default     what it sets
-=============================  ==========  ===================================================
-``ANIMEGAN_WEIGHTS_DIR``       (none)      a folder of ``<style>.pt`` / ``.safetensors`` files
-                                           (or ``<style>/`` model folders) used before any
-                                           download
-``ANIMEGAN_BACKEND``           ``auto``    force a backend (``openvino-int8``, ``torch-bf16``,
-                                           ``torch-fp32``, ``torch-exact``)
-``ANIMEGAN_MALLOC``            ``1``       ``0`` leaves glibc's allocator settings alone
-``ANIMEGAN_NO_BF16``           ``0``       ``1`` treats the CPU as having no native bf16
-``ANIMEGAN_THREADS``           ``0``       threads per inference (0: every CPU this process
-                                           may use; a batch worker gets its share)
-``ANIMEGAN_CALIBRATION_SIDE``  ``512``     long side of the calibration photos for int8
-``ANIMEGAN_MAX_SIDE_LIMIT``    ``1024``    app: the largest output side a visitor may ask for
-``ANIMEGAN_DEFAULT_SIDE``      ``512``     app: the output side used when none is asked for
-``ANIMEGAN_QUEUE_SIZE``        ``16``      app: waiting jobs beyond this are told to retry
-``ANIMEGAN_LIVE_TIME_LIMIT``   ``60``      app: seconds per start of the live webcam
-``ANIMEGAN_VIDEO_MAX_SECONDS`` ``30``      app: the longest clip accepted (and its frame budget:
-                                           this x 60 frames)
-``ANIMEGAN_VIDEO_MAX_JOB_SECONDS`` ``300`` app: wall-clock seconds one clip may take
-``ANIMEGAN_LIVE_WINDOW``       ``600``     app: live seconds per visitor are counted over this
-                                           window (session and address), whatever they restart
-``ANIMEGAN_MAX_REQUEST_MB``    ``16``      app: largest request body (JSON, a ``data:`` URL) in MB;
-                                           file uploads have their own 100 MB limit
-``ANIMEGAN_CACHE_MINUTES``     ``10``      app: uploads and results are deleted this long after
-                                           they were made (checked every few minutes)
-``ANIMEGAN_STARTUP_TIMEOUT``   ``60``      app: seconds to look for weights at start
-``ANIMEGAN_HIDE_NONCOMMERCIAL`` ``0``      ``1`` hides styles whose weights are for
-                                           non-commercial use only (every way in)
-``ANIMEGAN_MEMORY_BUDGET``     ``0``       the most memory one process may use for a picture
-                                           (``2G``, ``1500M``; 0: a quarter of the machine's);
-                                           bigger pictures go in tiles that fit
-=============================  ==========  ===================================================
+Each field's description sits next to it (``metadata={"doc": ...}``); the table of every
+variable in ``docs/settings.md`` is generated from them by ``scripts/settings_table.py``
+(``tests/test_docs.py`` fails when it is not current). A field is read from
+``ANIMEGAN_<FIELD NAME IN CAPITALS>`` unless its metadata names another variable (``"env"``).
 
 The Hugging Face cache is huggingface_hub's own (``HF_HOME`` / ``HF_HUB_CACHE``); it is
 read here too, so that a Settings made after those variables change uses the new folder,
@@ -50,53 +21,80 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-# Fields read from variables that are not ANIMEGAN_*: huggingface_hub's, oneDNN's and OpenVINO's.
-_OTHER_VARIABLES = ("hub_cache", "hf_endpoint", "hf_offline", "isa_cap")
+from typing import Any
 
 
 def _flag(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _setting(default: object, doc: str, env: bool | str = True) -> Any:
+    """A field with its description next to it. ``docs/settings.md``'s table is generated from
+    these (``scripts/settings_table.py``). ``env``: True for ``ANIMEGAN_<NAME>``, the variable's
+    name when another one sets the field (listed under that name), False to leave it out."""
+    return field(default=default, metadata={"doc": doc, "env": env})
+
+
 @dataclass(frozen=True)
 class Settings:
     """One read of the environment. Every field has the default a fresh process would get."""
 
-    weights_dir: Path | None = None
-    backend: str = "auto"
-    malloc: bool = True
-    no_bf16: bool = False
-    threads: int = 0
-    calibration_side: int = 512
-    max_side_limit: int = 1024
-    default_side: int = 512
-    queue_size: int = 16
-    live_time_limit: float = 60.0
-    video_max_seconds: float = 30.0
-    video_max_job_seconds: float = 300.0
-    live_window: float = 600.0
-    max_request_mb: float = 16.0
-    cache_minutes: float = 10.0
-    startup_timeout: float = 60.0
-    hide_noncommercial: bool = False
-    hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)
-    memory_budget: int = 0  # bytes; 0: a quarter of the machine's memory (animegan.runtime)
-    hf_endpoint: str | None = None  # HF_ENDPOINT: another Hub (a mirror, a local server)
-    hf_offline: bool = False  # HF_HUB_OFFLINE: use only what is cached
-    isa_cap: str | None = None  # ONEDNN_MAX_CPU_ISA / OV_CPU_MAX_ISA, e.g. "AVX2"
+    weights_dir: Path | None = _setting(
+        None, "a folder of `<style>.pt` / `.safetensors` / `.onnx` files (or `<style>/` model folders) used "
+        "before any download")
+    backend: str = _setting(
+        "auto", "force a backend: `openvino-int8`, `openvino-bf16`, `openvino-f32`, `onnxruntime`, `torch-bf16`, "
+        "`torch-fp32`, `torch-exact` (`auto`: the fastest that stays >= 38 dB from float32)")
+    malloc: bool = _setting(True, "`0` leaves glibc's allocator settings alone")
+    no_bf16: bool = _setting(False, "`1` treats the CPU as having no native bf16")
+    threads: int = _setting(
+        0, "threads per inference (0: every CPU this process may use; a batch worker gets its share)")
+    calibration_side: int = _setting(512, "long side of the calibration photos for the int8 build")
+    max_side_limit: int = _setting(1024, "app: the largest output side a visitor may ask for")
+    default_side: int = _setting(512, "app: the output side of `/stylize` and the size slider's start")
+    queue_size: int = _setting(16, "app: waiting jobs beyond this are told the app is busy and to try again")
+    live_time_limit: float = _setting(
+        60.0, "app: seconds of live webcam per start, and per session (an address 4x) per `ANIMEGAN_LIVE_WINDOW`")
+    video_max_seconds: float = _setting(
+        30.0, "app: the longest clip accepted (and its frame budget: this x 60 frames)")
+    video_max_job_seconds: float = _setting(300.0, "app: wall-clock seconds one clip may take before it is stopped")
+    live_window: float = _setting(
+        600.0, "app: live seconds are counted per session and per address over this window, whatever they restart")
+    max_request_mb: float = _setting(
+        16.0, "app: the largest request body in MB (JSON, e.g. an image sent as a `data:` URL); file uploads "
+        "may be 100 MB")
+    cache_minutes: float = _setting(
+        10.0, "app: uploads and results are deleted this long after they were made (checked every few minutes)")
+    startup_timeout: float = _setting(60.0, "app: seconds to look for weights at start")
+    hide_noncommercial: bool = _setting(
+        False, "`1` hides the styles whose weights are for non-commercial use only (the app, its API and the "
+        "command line)")
+    hub_cache: Path | None = _setting(
+        None, "huggingface_hub's cache folder, from its own variables (`HF_HUB_CACHE`, `HF_HOME`); from_env "
+        "always sets it", env=False)
+    memory_budget: int = _setting(
+        0, "the most memory one process may use for a picture (`2G`, `1500M`; 0: a quarter of the machine's "
+        "memory); a picture whose one pass would not fit goes in tiles that do")
+    hf_endpoint: str | None = _setting(
+        None, "huggingface_hub's endpoint: another Hub (a mirror, a local server) for every download",
+        env="HF_ENDPOINT")
+    hf_offline: bool = _setting(False, "`1`: download nothing, use only what is cached", env="HF_HUB_OFFLINE")
+    isa_cap: str | None = _setting(
+        None, "limit the CPU's instruction sets, e.g. `AVX2` on an AVX-512 machine (oneDNN's and OpenVINO's "
+        "own variables, set before the process starts; `OV_CPU_MAX_ISA` too); the machine is profiled as "
+        "limited", env="ONEDNN_MAX_CPU_ISA")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read every ``ANIMEGAN_*`` variable (see the module's table). A value that does
+        """Read every ``ANIMEGAN_*`` variable (the table in docs/settings.md). A value that does
         not parse raises ValueError naming the variable and what it expects."""
         env = os.environ if env is None else env
         defaults = cls()
         values: dict[str, object] = {}
         for f in fields(cls):
-            if f.name in _OTHER_VARIABLES:
+            if f.metadata.get("env") is not True:  # set from huggingface_hub's, oneDNN's ... variables below
                 continue
             name = f"ANIMEGAN_{f.name.upper()}"
             raw = env.get(name, "").strip()

@@ -347,13 +347,20 @@ def render(rows: dict, folder: Path, auto: str, cold: float, repeats: int, threa
             fid = ["exact" if psnr == float("inf") else f"{psnr:.1f} dB", str(err)]
             name = f"**{backend}** (auto's choice)" if backend == auto else backend
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['rss_mb'][big]:.0f} MB | " + " | ".join(fid) + " |")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor())
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
     import openvino
     import torch
 
+    command = " ".join(["python", "benchmarks/bench_speed.py", *sys.argv[1:]])
     return "\n".join([
-        f"Machine: {cpu}, {os.cpu_count()} CPUs, {threads} threads; Python {platform.python_version()}, "
+        "# Speed, memory and fidelity of every backend against the reference",
+        "",
+        f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Machine: {cpu}, {os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'}), {threads} threads; "
+        f"Python {platform.python_version()}, "
         f"torch {torch.__version__}, openvino {openvino.__version__.split('-')[0]}. "
         f"Median of {repeats} runs after a warm-up; proxy weights; load average {load[0]:.1f} -> {load[1]:.1f} "
         "(the machine is shared: compare ratios from one run).",

@@ -10,6 +10,9 @@ The tree holds, and nothing else:
 - ``README.md`` with the Space's front matter, completed with ``models:`` and
   ``preload_from_hub:`` generated from the style registry (``animegan/styles.py``), so the
   weights baked into the image are exactly the ones the app asks the Hub for;
+- every file the README links to or shows (its picture, the ``docs/`` pages), and what those
+  pages link to in turn (the benchmark results they cite), so the Space's landing page has
+  no broken link or picture;
 - ``LICENSE``;
 - ``requirements.txt`` for the Space: PyTorch's CPU wheel index first, then the
   repository's own pins for what the app imports, torch and torchvision as their CPU
@@ -25,11 +28,13 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import os
 import re
 import shutil
 import subprocess
 import sys
 import types
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +73,53 @@ def project_files(top: str, root: Path = ROOT) -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         files = [p for p in (root / top).rglob("*") if "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return sorted({p for p in files if p.is_file()})
+
+
+# -- what the README links to --------------------------------------------------------------------
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+_LINKS = (
+    re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)]*)?\)"),  # [text](target)
+    re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?", re.M),  # [label]: target
+    re.compile(r"""<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*["']([^"']+)["']""", re.I),  # HTML
+)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def local_links(markdown: str) -> list[str]:
+    """The relative targets of a Markdown text's links and pictures, as written (``#anchor``
+    included): code spans and fenced blocks are left out, and so are URLs, ``mailto:``,
+    site paths (``/...``) and anchors within the same page."""
+    text = _CODE.sub("", markdown)
+    found = []
+    for pattern in _LINKS:
+        for match in pattern.finditer(text):
+            target = match.group(1)
+            if not (_SCHEME.match(target) or target.startswith(("/", "#"))):
+                found.append(target)
+    return found
+
+
+def link_path(page: Path, target: str) -> Path:
+    """The file a relative link in ``page`` points at (its ``#anchor`` and ``?query`` cut)."""
+    return Path(os.path.normpath(page.parent / urllib.parse.unquote(target.split("#")[0].split("?")[0])))
+
+
+def linked_files(root: Path = ROOT, start: str = "README.md") -> list[Path]:
+    """Files git knows that ``start`` links to or shows, following the links of every Markdown
+    page reached: what the Space needs besides the app for its landing page to work."""
+    known = set(project_files(".", root))
+    seen: set[Path] = set()
+    pages = [root / start]
+    while pages:
+        page = pages.pop()
+        for target in local_links(page.read_text(encoding="utf-8")):
+            path = link_path(page, target)
+            if path in seen or path not in known:
+                continue  # outside the repository, or missing: tests/test_docs.py reports those
+            seen.add(path)
+            if path.suffix.lower() == ".md":
+                pages.append(path)
+    return sorted(seen)
 
 
 # -- the style registry -------------------------------------------------------------------------
@@ -272,6 +324,13 @@ def build(out: Path, root: Path = ROOT) -> dict:
             dst = out / src.relative_to(root)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+    written = {"README.md", "requirements.txt"}
+    for src in linked_files(root):  # the README's pictures and pages, and what those pages link to
+        rel = src.relative_to(root)
+        if rel.as_posix() in written or rel.parts[0] in COPIED:
+            continue  # written below, or already copied
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out / rel)
     (out / "README.md").write_text(readme, encoding="utf-8")
     (out / "requirements.txt").write_text(requirements, encoding="utf-8")
     files = sorted(p for p in out.rglob("*") if p.is_file())

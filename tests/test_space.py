@@ -82,7 +82,8 @@ def _package_files(folder: Path) -> set[str]:
 
 # -- the tree -------------------------------------------------------------------------------------
 def test_the_tree_holds_what_the_space_runs_and_nothing_else(space):
-    assert {p.name for p in space.iterdir()} == TREE_TOP
+    linked = {p.relative_to(ROOT).parts[0] for p in build_space.linked_files(ROOT)}  # docs/, results
+    assert {p.name for p in space.iterdir()} == TREE_TOP | linked
     assert not [p for p in space.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
     # every file of the package (modules, calibration photos, style sheets, ...) and every example
     for top in ("animegan", "examples"):
@@ -96,6 +97,26 @@ def test_the_tree_holds_what_the_space_runs_and_nothing_else(space):
     assert (space / "app.py").read_bytes() == (ROOT / "app.py").read_bytes()
     licence = (space / "LICENSE").read_text()
     assert licence == (ROOT / "LICENSE").read_text() and licence.startswith("MIT License")
+
+
+def test_the_landing_page_links_and_pictures_resolve_inside_the_tree(space):
+    """The README is the Space's landing page: its picture, the docs pages it links to and what
+    those link to travel with the tree, so nothing on it is broken on the Space."""
+    pages, seen, broken = [space / "README.md"], set(), []
+    while pages:
+        page = pages.pop()
+        for target in build_space.local_links(page.read_text(encoding="utf-8")):
+            path = build_space.link_path(page, target)
+            if not (path.is_relative_to(space) and path.is_file()):
+                broken.append(f"{page.relative_to(space)}: {target}")
+            elif path.suffix == ".md" and path not in seen:
+                seen.add(path)
+                pages.append(path)
+    assert not broken, broken
+    pictures = [t for t in build_space.local_links((space / "README.md").read_text())
+                if Path(t).suffix.lower() in {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg"}]
+    assert pictures and all((space / t).read_bytes() == (ROOT / t).read_bytes() for t in pictures)
+    assert space / "docs" / "settings.md" in seen
 
 
 def test_the_build_refuses_a_folder_that_is_not_empty(tmp_path):
