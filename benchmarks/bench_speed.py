@@ -1,7 +1,8 @@
 """Speed, memory and fidelity of every backend against the reference path, in one run.
 
-    python benchmarks/bench_speed.py            # full run (about 5-10 minutes on 2 vCPU)
-    python benchmarks/bench_speed.py --quick    # 256 and 512 only, 3 repeats
+    python benchmarks/bench_speed.py              # full run (about 5-10 minutes on 2 vCPU)
+    python benchmarks/bench_speed.py --quick      # 256 and 512 only, 3 repeats
+    python benchmarks/bench_speed.py --isa AVX2   # the same machine limited to AVX2 (another CPU kind)
 
 The reference is the way the published demo runs the generator: PyTorch float32, eager,
 NCHW, default settings (glibc malloc untouched), in its own fresh process that does not
@@ -9,8 +10,15 @@ import animegan (the demo's model and its conversions are restated below). Every
 backend then runs in its own fresh process too, so each peak RSS is that of a whole
 process. Times are medians of --repeats runs after one warm-up, on --threads threads.
 Fidelity: every backend's output on the real photos (examples/, proxy weights) against
-the reference's float32 output, compared as the 8-bit images a person sees.
-Writes benchmarks/results/speed.md.
+the reference's float32 output, compared as the 8-bit images a person sees. Live: frames
+per second of the library's live loop (animegan.live.LiveStylizer, 256 px frames, one after
+the other) on auto's choice.
+
+``--isa AVX2`` runs every process (the reference too) with oneDNN's ONEDNN_MAX_CPU_ISA,
+OpenVINO's OV_CPU_MAX_ISA and ATen's ATEN_CPU_CAPABILITY set, so an AVX-512 machine runs
+as an AVX2-only one; the run checks the cap took effect (OpenVINO's per-layer profile: no
+kernel left on AVX-512; PyTorch's CPU capability) and says so in the results.
+Writes benchmarks/results/speed.md (the machine as it is) or speed-<isa>.md.
 """
 
 from __future__ import annotations
@@ -31,7 +39,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "proxy_toon.pt"
 PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg"]
-BACKENDS = ["torch-fp32", "torch-bf16", "openvino-int8"]
+BACKENDS = ["torch-fp32", "torch-bf16", "openvino-f32", "openvino-int8"]
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_env(isa: str | None) -> dict[str, str]:
+    """This process's environment for the workers, with the ISA cap (or without any)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ISA_VARIABLES}
+    if isa:
+        env.update(ONEDNN_MAX_CPU_ISA=isa, OV_CPU_MAX_ISA=isa, ATEN_CPU_CAPABILITY=isa.lower())
+    return env
 
 # The reference: the published demo's generator and conversions, restated so that the
 # reference process imports nothing from animegan (and so gets no allocator setting).
@@ -152,12 +169,14 @@ def worker(backend: str, inputs: dict[str, str], out_dir: Path, threads: int) ->
         name = "reference"
     else:
         sys.path.insert(0, str(ROOT))
-        from animegan import backends, host
-        from animegan.weights import load_generator
+        from dataclasses import replace
 
-        model = load_generator(WEIGHTS)
-        be = backends.make_backend(model, backend)
-        host.configure_threads(threads)
+        from animegan import Stylizer, runtime
+        from animegan.settings import Settings
+
+        rt = runtime.start(replace(Settings.from_env(), threads=threads))
+        stylizer = Stylizer(runtime=rt, backend=backend, weights_file=str(WEIGHTS), wait_for_fast=True)
+        be = stylizer.backend()
         run, name = be, be.name
     reply({"backend": name, "load_s": time.perf_counter() - start})
     cache: dict[str, np.ndarray] = {}
@@ -168,6 +187,16 @@ def worker(backend: str, inputs: dict[str, str], out_dir: Path, threads: int) ->
             t = time.perf_counter()
             run(x)
             reply({"s": time.perf_counter() - t, "rss_mb": peak_rss_mb()})
+        elif cmd == "live":
+            from animegan.live import LiveStylizer
+
+            live = LiveStylizer(stylizer, time_limit=None)
+            frame = Image.open(ROOT / "examples" / "astronaut.png").convert("RGB").resize((640, 480))
+            session, _ = live.process(None, frame, side=256)  # warm-up
+            t = time.perf_counter()
+            for _ in range(int(key or 20)):
+                session, result = live.process(session, frame, side=256)
+            reply({"fps": int(key or 20) / (time.perf_counter() - t), "size": list(result.image.size)})
         elif cmd == "photos":
             cache.clear()
             for k, path in inputs.items():
@@ -184,8 +213,8 @@ def reply(obj: dict) -> None:
 
 
 class Worker:
-    def __init__(self, backend: str, inputs: dict[str, str], out_dir: Path, threads: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # default settings
+    def __init__(self, backend: str, inputs: dict[str, str], out_dir: Path, threads: int, isa: str | None) -> None:
+        env = isa_env(isa)  # glibc's malloc at its default settings; the ISA cap, if any
         env["OMP_NUM_THREADS"] = str(threads)
         cmd = [sys.executable, __file__, "--worker", backend, "--inputs", json.dumps(inputs),
                "--out", str(out_dir), "--threads", str(threads)]
@@ -208,13 +237,14 @@ class Worker:
         self.proc.wait()
 
 
-def measure(backends: list[str], inputs: dict[str, str], out_dir: Path, repeats: int, threads: int) -> dict:
+def measure(backends: list[str], inputs: dict[str, str], out_dir: Path, repeats: int, threads: int,
+            isa: str | None) -> dict:
     """All processes stay alive and take turns, run by run, so that the load of a
     shared machine falls on every backend alike (ratios are fair within one run)."""
     workers, rows = [], {}
     for backend in backends:
         try:
-            workers.append(Worker(backend, inputs, out_dir, threads))
+            workers.append(Worker(backend, inputs, out_dir, threads, isa))
         except RuntimeError as exc:
             rows[backend] = {"backend": backend, "error": [str(exc)]}
     for w in workers:
@@ -228,13 +258,17 @@ def measure(backends: list[str], inputs: dict[str, str], out_dir: Path, repeats:
                 r = w.ask(f"time {key}")
                 rows[w.backend]["times"].setdefault(key[5:], []).append(r["s"])
                 rows[w.backend]["rss_mb"][key[5:]] = r["rss_mb"]
+    print("live frames ...", file=sys.stderr, flush=True)
+    for w in workers:
+        if w.backend == "auto":
+            rows[w.backend]["live_fps"] = w.ask("live 20")["fps"]
     for w in workers:
         w.ask("photos")
         w.close()
     return rows
 
 
-def cold_start(folder: Path, threads: int) -> float:
+def cold_start(folder: Path, threads: int, isa: str | None) -> float:
     """From ``python app.py`` starting to the first 512² result back through its API,
     weights and the int8 artefact already cached (as on a Space after its first start)."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -252,7 +286,7 @@ def cold_start(folder: Path, threads: int) -> float:
     Image.open(ROOT / "examples" / "astronaut.png").convert("RGB").save(photo)
     # the same Hub cache the int8 worker filled above, so the artefact is found there
     env = app_env(wdir, folder / "cold_home", HF_HUB_CACHE=str(Settings.from_env().hub_cache),
-                  OMP_NUM_THREADS=str(threads))
+                  OMP_NUM_THREADS=str(threads), **{k: v for k, v in isa_env(isa).items() if k in ISA_VARIABLES})
     env.pop("ANIMEGAN_BACKEND", None)
     server = AppServer(env, folder / "cold_app.log")
     start = time.perf_counter()
@@ -276,20 +310,31 @@ def fidelity(out_dir: Path, backend: str) -> tuple[float, int]:
     return worst_psnr, worst_err
 
 
-def default_backend() -> tuple[str, str]:
-    """What ``auto`` picks here, and how long the int8 artefact took to build (in a
-    subprocess, which builds it once if it is not cached yet)."""
-    code = ("import json; from animegan import backends; from animegan.backends import openvino; "
-            "from animegan.settings import Settings; from animegan.weights import load_generator; "
-            f"m = load_generator({str(WEIGHTS)!r}); "
-            "print(backends.make_backend(m, 'auto', background=False).name); "
-            "cache = backends.hub_cache(Settings.from_env()); "
-            "meta = json.loads((openvino.artefact_dir(m, cache) / 'meta.json').read_text()); "
-            "print(meta['build_seconds'], meta['calibration_side'])")
+def default_backend(isa: str | None) -> tuple[str, str, str]:
+    """What ``auto`` picks here (measured in a subprocess, as the command line's first run
+    does: the int8 model built once if it is not cached yet), how long the build took, and
+    the check that the ISA cap took effect (OpenVINO's per-layer profile, PyTorch's capability)."""
+    code = ("import json, collections, numpy as np; from animegan import backends, runtime; "
+            "from animegan.backends import openvino; from animegan.weights import load_generator; "
+            f"m = load_generator({str(WEIGHTS)!r}); rt = runtime.start(runtime.get().settings); "
+            "auto = backends.make_backend(m, 'auto', rt, background=False); print(auto.name); "
+            "meta = json.loads((openvino.artefact_dir(m, rt) / 'meta.json').read_text()); "
+            "print(meta['build_seconds'], meta['calibration_side']); "
+            "c = rt.openvino().compile_model(openvino.artefact_dir(m, rt) / 'model.xml', 'CPU', "
+            "{'PERF_COUNT': True, 'INFERENCE_NUM_THREADS': 1}); r = c.create_infer_request(); "
+            "r.infer({0: np.zeros((1, 3, 128, 128), np.float32)}); "
+            "kinds = [p.exec_type for p in r.profiling_info if p.status.name == 'EXECUTED']; "
+            "import torch; print(sum('avx512' in k for k in kinds), len(kinds), "
+            "torch.backends.cpu.get_cpu_capability(), rt.machine.isa.replace(' ', '_'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    name, (seconds, side) = out.stdout.strip().splitlines()[-2], out.stdout.split()[-2:]
-    return name, f"{seconds} s (calibration on the 5 shipped photos at {side} px + fidelity check), once per weights"
+                         env=dict(isa_env(isa), PYTHONPATH=str(ROOT)))
+    lines = out.stdout.strip().splitlines()
+    name, (seconds, side), (on512, layers, capability, profile) = lines[-3], lines[-2].split(), lines[-1].split()
+    check = (f"the machine as profiled by animegan: {profile.replace('_', ' ')}; the int8 model's per-layer "
+             f"profile: {on512} of {layers} executed layers on AVX-512 kernels; PyTorch's CPU capability: "
+             f"{capability}")
+    return name, f"{seconds} s (calibration on the 5 shipped photos at {side} px + fidelity check), once per " \
+                 "weights and machine", check
 
 
 def main() -> None:
@@ -298,7 +343,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per size, after a warm-up")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backends", default=",".join(BACKENDS))
-    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    p.add_argument("--isa", default=None, help="limit the ISA of every process, e.g. AVX2 (see above)")
+    p.add_argument("--output", default=None, help="default: benchmarks/results/speed.md, or speed-<isa>.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -311,19 +357,24 @@ def main() -> None:
         folder = Path(tmp)
         inputs = make_inputs(folder, args.quick)
         load_before = os.getloadavg()[0]
-        auto, build = default_backend()  # also builds the int8 artefact once, before any timing
-        rows = measure(["reference", *args.backends.split(",")], inputs, folder, repeats, args.threads)
-        cold = cold_start(folder, args.threads)
+        os.environ["HF_HUB_CACHE"] = str(folder / "hub")  # a fresh cache: auto measures and builds here
+        auto, build, check = default_backend(args.isa)  # also builds the int8 artefact once, before any timing
+        rows = measure(["reference", *args.backends.split(","), "auto"], inputs, folder, repeats, args.threads,
+                       args.isa)
+        cold = cold_start(folder, args.threads, args.isa)
         load_after = os.getloadavg()[0]
-        table = render(rows, folder, auto, cold, repeats, args.threads, (load_before, load_after), build)
+        table = render(rows, folder, auto, cold, repeats, args.threads, (load_before, load_after), build, args.isa,
+                       check)
     print(table)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table)
-    print(f"written to {args.output}", file=sys.stderr)
+    output = Path(args.output or ROOT / "benchmarks" / "results" / (f"speed-{args.isa.lower()}.md" if args.isa
+                                                                     else "speed.md"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
+    print(f"written to {output}", file=sys.stderr)
 
 
 def render(rows: dict, folder: Path, auto: str, cold: float, repeats: int, threads: int, load: tuple,
-           build: str) -> str:
+           build: str, isa: str | None, check: str) -> str:
     ref = rows["reference"]
     labels = list(ref["times"])
     ref_med = {k: float(np.median(v)) for k, v in ref["times"].items()}
@@ -345,31 +396,41 @@ def render(rows: dict, folder: Path, auto: str, cold: float, repeats: int, threa
         else:
             psnr, err = fidelity(folder, backend)
             fid = ["exact" if psnr == float("inf") else f"{psnr:.1f} dB", str(err)]
-            name = f"**{backend}** (auto's choice)" if backend == auto else backend
+            name = f"**default (auto): {r['backend']}**" if backend == "auto" else backend
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['rss_mb'][big]:.0f} MB | " + " | ".join(fid) + " |")
     info = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), platform.processor())
     flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
     import openvino
     import torch
 
     command = " ".join(["python", "benchmarks/bench_speed.py", *sys.argv[1:]])
+    ref_live = 1 / float(np.median(ref["times"]["256²"])) if "256²" in ref["times"] else float("nan")
+    live = rows.get("auto", {}).get("live_fps")
     return "\n".join([
-        "# Speed, memory and fidelity of every backend against the reference",
+        "# Speed, memory and fidelity of every backend against the reference"
+        + (f" (limited to {isa})" if isa else ""),
         "",
         f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        f"Machine: {cpu}, {os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'}), {threads} threads; "
+        f"Machine: {cpu}, {os.cpu_count()} CPUs (flags: {' '.join(shown) or 'no AVX2'}), {threads} threads; "
         f"Python {platform.python_version()}, "
         f"torch {torch.__version__}, openvino {openvino.__version__.split('-')[0]}. "
         f"Median of {repeats} runs after a warm-up; proxy weights; load average {load[0]:.1f} -> {load[1]:.1f} "
         "(the machine is shared: compare ratios from one run).",
         "",
+        (f"ISA cap: every process ran with ONEDNN_MAX_CPU_ISA={isa}, OV_CPU_MAX_ISA={isa}, "
+         f"ATEN_CPU_CAPABILITY={isa.lower()}; check: {check}." if isa else f"No ISA cap; {check}."),
+        "",
         *lines,
+        "",
+        f"Live frames at 256 px through the library's loop (LiveStylizer, one after the other) on the default "
+        f"backend: **{live:.1f} frames/s** (the reference's 256² pass: {ref_live:.1f}/s)." if live else "",
         "",
         f"Cold start (weights and int8 artefact cached; from `python app.py` starting to the first 512² result "
         f"back through its `/stylize` API, auto backend): {cold:.1f} s. "
-        "Building the int8 artefact (background, cached): " + build + ".",
+        "Choosing the backend and building the int8 artefact (the first run on a machine, then cached): "
+        + build + ".",
         "",
     ])
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,19 @@ from ..models.registry import describe
 from ..weights import load_generator
 from . import TrainingError
 from .data import Batch, CropSampler, load_photos
-from .loop import Budget, Clock, Device, Progress, RunFolder, fixed_photos, pick_device, sample_sheet, to_image
+from .loop import (
+    Budget,
+    Clock,
+    Device,
+    Every,
+    Progress,
+    RunFolder,
+    Steps,
+    fixed_photos,
+    pick_device,
+    sample_sheet,
+    to_image,
+)
 from .perceptual import VGGFeatures, weighted_l1
 
 EXAMPLES = """\
@@ -287,80 +298,78 @@ def run(args: argparse.Namespace) -> int:
         folder.save_model(student)
         extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict()} if disc else {}
         folder.save_checkpoint({
-            "step": step, "elapsed": clock.elapsed, "config": student.config, "settings": settings,
+            "step": steps.step, "elapsed": clock.elapsed, "config": student.config, "settings": settings,
             "student": student.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
             "sampler": sampler.state_dict(), "draw_rng": draw_rng.get_state(), **extra,
         })
 
-    stop = {"now": False}
-    old_handler = signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
-    last_checkpoint = time.perf_counter()
-    sums: dict[str, float] = {}
-    seen = 0
-    batch_n, refresh, owed = settings["batch"], settings["refresh"], 0.0
-    try:
-        while not budget.done(step, clock.elapsed) and not stop["now"]:
-            lr = settings["lr"] * _lr_factor(budget.fraction(step, clock.elapsed))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y, w = pool.draw(batch_n, settings["face_fraction"], draw_rng)
-            x, y, w = (t.to(device.device, non_blocking=True) for t in (x, y, w))
+    sums: dict[str, float] = {}  # the values since the last metrics line, summed
+    seen = [0]  # crops trained on
+    batch_n, refresh, owed = settings["batch"], settings["refresh"], [0.0]
+
+    def one() -> dict:
+        lr = settings["lr"] * _lr_factor(budget.fraction(steps.step, clock.elapsed))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y, w = pool.draw(batch_n, settings["face_fraction"], draw_rng)
+        x, y, w = (t.to(device.device, non_blocking=True) for t in (x, y, w))
+        with device.autocast():
+            out = student(x)
+            losses = {"l1": weighted_l1(out, y, w)}
+            if perceptual is not None:
+                with torch.no_grad():
+                    target_features = perceptual(y)
+                losses["perceptual"] = weighted_l1(perceptual(out), target_features, w)
+            if disc is not None:
+                losses["adversarial"] = ((disc(out).float() - 1) ** 2).mean()
+        loss = (settings["l1"] * losses["l1"] + settings["perceptual"] * losses.get("perceptual", 0.0)
+                + settings["adversarial"] * losses.get("adversarial", 0.0))
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {float(loss)} at step {steps.step}; lower --lr and resume.")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if disc is not None:  # teacher outputs are "real", the student's "fake"
             with device.autocast():
-                out = student(x)
-                losses = {"l1": weighted_l1(out, y, w)}
-                if perceptual is not None:
-                    with torch.no_grad():
-                        target_features = perceptual(y)
-                    losses["perceptual"] = weighted_l1(perceptual(out), target_features, w)
-                if disc is not None:
-                    losses["adversarial"] = ((disc(out).float() - 1) ** 2).mean()
-            loss = (settings["l1"] * losses["l1"] + settings["perceptual"] * losses.get("perceptual", 0.0)
-                    + settings["adversarial"] * losses.get("adversarial", 0.0))
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {float(loss)} at step {step}; lower --lr and resume.")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if disc is not None:  # teacher outputs are "real", the student's "fake"
-                with device.autocast():
-                    d_loss = ((disc(y).float() - 1) ** 2).mean() + (disc(out.detach()).float() ** 2).mean()
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                losses["discriminator"] = d_loss
-            owed += refresh
-            pool.refresh(int(owed))
-            owed -= int(owed)
-            step += 1
-            seen += batch_n
-            for k, v in {"loss": loss, **losses}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
-            sums["psnr"] = sums.get("psnr", 0.0) + psnr(out, y)
-            sums["n"] = sums.get("n", 0.0) + 1
-            progress.update(step, clock.elapsed, loss=float(loss.detach()), lr=f"{lr:.1e}")
-            if step % settings["log_every"] == 0 or budget.done(step, clock.elapsed):
-                n = sums.pop("n")
-                folder.log(step=step, elapsed=round(clock.elapsed, 1), lr=lr, crops=seen,
-                           teacher_seconds=round(pool.teacher_seconds, 1),
-                           **{k: round(v / n, 5) for k, v in sums.items()})
-                sums = {}
-            if step % settings["sample_every"] == 0:
-                folder.log(step=step, elapsed=round(clock.elapsed, 1), sample_psnr=round(sheet(step), 2))
-            if step % settings["checkpoint_every"] == 0 or time.perf_counter() - last_checkpoint > 300:
-                checkpoint()
-                last_checkpoint = time.perf_counter()
-    except KeyboardInterrupt:
-        progress.write("interrupted: saving a checkpoint (run the same command again to resume)")
-        stop["now"] = True
+                d_loss = ((disc(y).float() - 1) ** 2).mean() + (disc(out.detach()).float() ** 2).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            losses["discriminator"] = d_loss
+        owed[0] += refresh
+        pool.refresh(int(owed[0]))
+        owed[0] -= int(owed[0])
+        seen[0] += batch_n
+        for k, v in {"loss": loss, **losses}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+        sums["psnr"] = sums.get("psnr", 0.0) + psnr(out, y)
+        sums["n"] = sums.get("n", 0.0) + 1
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def log(at: int, values: dict) -> None:
+        n = sums.pop("n")
+        folder.log(step=at, elapsed=round(clock.elapsed, 1), lr=values["lr"], crops=seen[0],
+                   teacher_seconds=round(pool.teacher_seconds, 1), **{k: round(v / n, 5) for k, v in sums.items()})
+        sums.clear()
+
+    def sample(at: int) -> None:
+        folder.log(step=at, elapsed=round(clock.elapsed, 1), sample_psnr=round(sheet(at), 2))
+
+    every = Every(settings["log_every"], settings["sample_every"], settings["checkpoint_every"])
+    steps = Steps(step, every, progress, log=log, sample=sample, checkpoint=checkpoint,
+                  show=lambda v: {"loss": v["loss"], "lr": f"{v['lr']:.1e}"})
+    try:
+        with steps:
+            steps.run(lambda at: not budget.done(at, clock.elapsed), one, lambda: clock.elapsed)
     finally:
-        signal.signal(signal.SIGTERM, old_handler)
         progress.close()
+    step = steps.step
     checkpoint()
     final = sheet(step)
     folder.log(step=step, elapsed=round(clock.elapsed, 1), sample_psnr=round(final, 2), final=True)
     folder.close()
-    print(f"{'stopped' if stop['now'] else 'done'} at step {step} ({clock.elapsed / 60:.1f} min); student vs "
+    print(f"{'stopped' if steps.stopped else 'done'} at step {step} ({clock.elapsed / 60:.1f} min); student vs "
           f"teacher on the sample photos: {final:.1f} dB.\nModel: {folder.root}/ (config.json + model.safetensors); "
-          f"use it with: python -m animegan PHOTO --weights {folder.root}")
-    return 130 if stop["now"] else 0
+          f"use it with: animegan PHOTO --weights {folder.root}")
+    return 130 if steps.stopped else 0

@@ -20,9 +20,7 @@ A run resumes where it stopped, stage and step, when its folder holds a checkpoi
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,6 @@ FINETUNE_TRAINABLE = {
 }
 INIT_SHARE, FINETUNE_SHARE = 0.15, 0.10  # of --minutes
 BETAS = (0.5, 0.999)  # AnimeGANv2's Adam settings
-SAVE_SECONDS = 300  # a checkpoint at least this often, whatever --checkpoint-every says
 
 
 # ---------------------------------------------------------------- command line
@@ -411,54 +408,56 @@ class GanTrainer:
                        f"{self.plan.epoch_steps} steps per epoch, {self.device.describe()}; {start}")
         self.generator.train()
         self.discriminator.train()
-        self.last_save = time.perf_counter()
         outcome = "finished"
-        stop = {"now": False}
-        old_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        every = loop.Every(self.args.log_every, self.args.sample_every, self.args.checkpoint_every)
+        steps = loop.Steps(self.step, every, progress, log=self._log, sample=lambda at: self.sample(),
+                           checkpoint=lambda: self.save(clock.elapsed),
+                           show=lambda v: {k: v[k] for k in ("g_total", "d_total") if k in v})
+        self._clock = clock
+        paused = self.args.steps is not None and (lambda at: at >= self.args.steps)
+
+        def more(at: int) -> bool:
+            return not self.plan.stage_done(self.stage, at, clock.elapsed) and not (paused and paused(at))
+
         try:
-            while outcome == "finished":
-                self._optimisers(self.stage)
-                progress.bar.set_description(self.stage)
-                while not self.plan.stage_done(self.stage, self.step, clock.elapsed):
-                    if stop["now"]:
+            with steps:
+                while True:
+                    self._optimisers(self.stage)
+                    progress.bar.set_description(self.stage)
+                    self.step = steps.run(more, self._one_step, lambda: clock.elapsed)
+                    if steps.stopped:
                         outcome = "stopped"
+                    elif not self.plan.stage_done(self.stage, self.step, clock.elapsed):
+                        outcome = "paused (--steps)"  # the stage is not over: --steps was reached
+                    if outcome != "finished" or self.stage == STAGES[-1]:
                         break
-                    if self.args.steps is not None and self.step >= self.args.steps:
-                        outcome = "paused (--steps)"
-                        break
-                    self._one_step(progress, clock)
-                if outcome != "finished" or self.stage == STAGES[-1]:
-                    break
-                # The next stage starts from a checkpoint, so a resume never repeats or skips one.
-                self.stage = STAGES[STAGES.index(self.stage) + 1]
-                self.save(clock.elapsed)
-        except KeyboardInterrupt:
-            outcome = "stopped"
+                    # The next stage starts from a checkpoint, so a resume never repeats or skips one.
+                    self.stage = STAGES[STAGES.index(self.stage) + 1]
+                    steps.checkpoint()
+            if steps.stopped:
+                outcome = "stopped"
         finally:
-            signal.signal(signal.SIGTERM, old_handler)
             progress.close()
+        self.step = steps.step
         self.save(clock.elapsed)
         self.sample()
         again = "; run the same command to resume" if outcome != "finished" else ""
         print(f"train {outcome} at step {self.step} ({self.stage}) after {clock.elapsed / 60:.1f} min of training"
               f"{again}.\nModel: {self.folder.root}/ (config.json + model.safetensors); use it with: "
-              f"python -m animegan PHOTO --weights {self.folder.root}", file=sys.stderr)
+              f"animegan PHOTO --weights {self.folder.root}", file=sys.stderr)
         return 130 if outcome == "stopped" else 0
 
-    def _one_step(self, progress, clock) -> None:
-        lr_g, lr_d = self._set_lr()
+    def _one_step(self) -> dict:
+        self._lr = self._set_lr()
         values = self.init_step() if self.stage == "init" else self.adversarial_step()
-        self.step += 1
-        elapsed = clock.elapsed
-        progress.update(self.step, elapsed, **{k: values[k] for k in ("g_total", "d_total") if k in values})
-        if self.step % self.args.log_every == 0 or self.step == 1:
-            self.folder.log(step=self.step, stage=self.stage, epoch=self.step // self.plan.epoch_steps,
-                            elapsed=round(elapsed, 2), lr_g=lr_g, lr_d=None if self.stage == "init" else lr_d,
-                            **values)
-        if self.step % self.args.sample_every == 0:
-            self.sample()
-        if self.step % self.args.checkpoint_every == 0 or time.perf_counter() - self.last_save > SAVE_SECONDS:
-            self.save(elapsed)
+        self.step += 1  # the stage's step count, read by the learning-rate schedule and save()
+        return values
+
+    def _log(self, at: int, values: dict) -> None:
+        lr_g, lr_d = self._lr
+        self.folder.log(step=at, stage=self.stage, epoch=at // self.plan.epoch_steps,
+                        elapsed=round(self._clock.elapsed, 2), lr_g=lr_g, lr_d=None if self.stage == "init" else lr_d,
+                        **values)
 
     def save(self, elapsed: float) -> None:
         """Checkpoint (resume point: stage and step) and the model folder."""
@@ -475,7 +474,6 @@ class GanTrainer:
             "anime_rng": self.anime_rng.bit_generator.state,
         })
         self.folder.save_model(self.generator)
-        self.last_save = time.perf_counter()
 
     def sample(self) -> None:
         from . import loop

@@ -344,19 +344,20 @@ class Steps:
     """The one training loop, shared by ``distill`` and ``train``: steps until there is no
     more to do or the run is stopped, with the run folder's rhythm around them.
 
-    ``run(step, more, one)`` calls ``one()`` (a training step, returning its values) while
-    ``more(step)`` holds; after each step it moves the progress bar and calls ``log(step,
-    values)`` every ``every.log`` steps (and at the first), ``sample(step)`` every
-    ``every.sample`` and ``checkpoint()`` every ``every.checkpoint`` steps and at least
-    every SAVE_SECONDS. Ctrl-C or SIGTERM (a cluster's pre-emption, a Space's restart)
+    ``run(more, one, elapsed)`` calls ``one()`` (a training step, returning its values) while
+    ``more(step)`` holds, counting ``step``; after each step it moves the progress bar and
+    calls ``log(step, values)`` every ``every.log`` steps (and at the last),
+    ``sample(step)`` every ``every.sample`` and ``checkpoint()`` every ``every.checkpoint``
+    steps and at least every SAVE_SECONDS. Ctrl-C or SIGTERM (a cluster's pre-emption, a Space's restart)
     stops it after the step under way: ``stopped`` is set and the caller saves and
     says how to resume. Use it as a context manager (the SIGTERM handler is the run's
     while it lasts, then given back).
     """
 
-    def __init__(self, every: Every, progress: Progress, *, log: Callable[[int, dict], None],
+    def __init__(self, step: int, every: Every, progress: Progress, *, log: Callable[[int, dict], None],
                  sample: Callable[[int], None], checkpoint: Callable[[], None],
                  show: Callable[[dict], dict] = lambda values: {}) -> None:
+        self.step = step  # steps done, resumed ones included
         self.every, self.progress = every, progress
         self._log, self._sample, self._checkpoint, self._show = log, sample, checkpoint, show
         self.stopped = False
@@ -386,17 +387,17 @@ class Steps:
         self._checkpoint()
         self._saved = time.perf_counter()
 
-    def run(self, step: int, more: Callable[[int], bool], one: Callable[[], dict], elapsed: Callable[[], float],
-            ) -> int:
-        """Train from ``step`` while ``more(step)`` and not stopped; the step reached."""
-        while more(step) and not self.stopped:
+    def run(self, more: Callable[[int], bool], one: Callable[[], dict], elapsed: Callable[[], float]) -> int:
+        """Train while ``more(step)`` and not stopped; the step reached."""
+        while more(self.step) and not self.stopped:
             values = one()
-            step += 1
+            self.step += 1
+            step = self.step
             self.progress.update(step, elapsed(), **self._show(values))
-            if step % self.every.log == 0 or step == 1 or not more(step):
+            if step % self.every.log == 0 or not more(step):
                 self._log(step, values)
             if step % self.every.sample == 0:
                 self._sample(step)
             if step % self.every.checkpoint == 0 or time.perf_counter() - self._saved > SAVE_SECONDS:
                 self.checkpoint()
-        return step
+        return self.step
