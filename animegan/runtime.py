@@ -50,6 +50,8 @@ DEFAULT_BUDGET_SHARE = 0.25  # of the machine's memory, when ANIMEGAN_MEMORY_BUD
 MIN_BUDGET = 1 << 30
 BACKGROUND_GAP = 0.3  # s: a background step waits for the cores to be free of foreground work this long...
 BACKGROUND_PATIENCE = 1.5  # s: ...but never longer than this, so that a busy process still finishes its build
+PROBE_TIMEOUT = 3.0  # s to open a connection to a download host before it counts as unreachable
+REACHABLE_FOR, UNREACHABLE_FOR = 600.0, 60.0  # s an answer about a host is trusted
 
 
 class Busy(RuntimeError):
@@ -147,6 +149,8 @@ class _Process:
         self.objects: dict[str, Any] = {}  # Runtime.shared
         self.build_lock = threading.Lock()  # one artefact build at a time
         self.counts: dict[str, int] = {}  # Runtime.count
+        self.hosts: dict[tuple[str, int], tuple[bool, float]] = {}  # Runtime.reachable: (answer, when)
+        self.probe_lock = threading.Lock()
 
     def configure(self, settings: Settings) -> None:
         if self.configured:
@@ -247,6 +251,7 @@ class Runtime:
                 with p.guard:
                     p.waiting -= 1
         elif not p.lock.acquire(blocking=False):
+            p.foreground_at = time.monotonic()  # a request turned away is demand: background work waits for it
             raise Busy("another picture is being stylized")
         try:
             p.allocator.use(ALLOCATOR_MODE.get(kind or ""))
@@ -259,7 +264,8 @@ class Runtime:
     def background(self, kind: str | None = None) -> Iterator[None]:
         """Hold the inference lock for one step of background work (an int8 build, a
         thumbnail). Foreground work goes first: the step waits until no request is waiting
-        and none has used the cores for BACKGROUND_GAP s, or BACKGROUND_PATIENCE s at most."""
+        and none has used (or been turned away from) the cores for BACKGROUND_GAP s, or
+        BACKGROUND_PATIENCE s at most, so a stream of live frames gets the cores between steps."""
         p = self._p
         start = time.monotonic()
         while time.monotonic() - start < BACKGROUND_PATIENCE:
@@ -313,6 +319,32 @@ class Runtime:
     def build_lock(self) -> threading.Lock:
         """Held while an artefact is built: one build at a time per process."""
         return self._p.build_lock
+
+    def reachable(self, url: str) -> bool:
+        """Whether ``url``'s host takes a connection, asked once per host and remembered
+        (REACHABLE_FOR s when it does, UNREACHABLE_FOR s when not): an offline machine finds
+        out once, in about a second, instead of retrying every download with backoff."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if not parts.hostname:
+            return True
+        key = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        p = self._p
+        with p.probe_lock:  # one probe per host at a time; the others wait for its answer
+            known = p.hosts.get(key)
+            now = time.monotonic()
+            if known is not None and now - known[1] < (REACHABLE_FOR if known[0] else UNREACHABLE_FOR):
+                return known[0]
+            import socket
+
+            try:
+                socket.create_connection(key, timeout=PROBE_TIMEOUT).close()
+                answer = True
+            except OSError:
+                answer = False
+            p.hosts[key] = (answer, time.monotonic())
+            return answer
 
     def count(self, event: str, add: int = 0) -> int:
         """How many times ``event`` happened in this process (e.g. int8 builds); ``add`` to count one."""

@@ -77,7 +77,10 @@ class Stylizer:
     ``settings`` default to the process runtime's (read from the environment once);
     ``runtime`` to the process's (:mod:`animegan.runtime`). ``wait_for_fast=True`` makes
     the automatic backend choose (and build the int8 model, once per machine) before the
-    first picture instead of in the background, telling ``progress(fraction, text)``.
+    first picture instead of in the background, telling ``progress(fraction, text)``;
+    ``defer_fast=True`` serves on float32 and starts that background work only when
+    :meth:`start_fast` is called (the app: once its port is open, so that preparing never
+    delays serving).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Stylizer:
         cache_size: int = 32,
         wait_for_fast: bool = False,
         progress: ProgressFn | None = None,
+        defer_fast: bool = False,
     ) -> None:
         rt = runtime or _runtime_for(settings)
         self.runtime = rt.with_settings(settings) if settings is not None else rt
@@ -103,6 +107,7 @@ class Stylizer:
         self.max_pixels = max_pixels
         self.wait_for_fast = wait_for_fast
         self._prepare_progress = progress
+        self._fast_started = not defer_fast
         # a .pt/.safetensors file, a model folder (config.json + model.safetensors) or a Hub repo id
         self._overrides: dict[str, str | Path] = {self.style: weights_file} if weights_file else {}
         self._backends: dict[tuple[str, str], Backend] = {}  # (style, backend asked for) -> backend
@@ -157,8 +162,15 @@ class Stylizer:
         with self._style_locks[spec.name]:
             if key not in self._backends:
                 self._backends[key] = make_backend(model, key[1], self.runtime, background=not self.wait_for_fast,
-                                                   progress=self._prepare_progress)
+                                                   progress=self._prepare_progress, start=self._fast_started)
             return self._backends[key]
+
+    def start_fast(self) -> None:
+        """Start preparing the fast backend of every style loaded so far, and of any loaded later."""
+        self._fast_started = True
+        for backend in list(self._backends.values()):
+            if hasattr(backend, "start"):
+                backend.start()
 
     def loaded_backend(self, style: str | None = None) -> Backend | None:
         """The style's backend if it is loaded already, else None (nothing is loaded)."""

@@ -10,6 +10,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from .styles import Style, get_style
 log = logging.getLogger("animegan")
 
 WEIGHTS_DIR_ENV = "ANIMEGAN_WEIGHTS_DIR"  # named in messages; read by Settings.from_env
+HUB = "https://huggingface.co"  # huggingface_hub's default endpoint
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -50,6 +52,15 @@ def _from_hub(style: Style, hub: HubOptions) -> Path:
     return Path(hf_hub_download(style.repo_id, style.filename, revision=style.revision, **hub.download()))
 
 
+def reachable_hub(rt: Runtime, url: str | None = None) -> HubOptions:
+    """The runtime's Hub options, made cache-only when the Hub (or ``url``'s host) does not
+    answer: asked once per host (:meth:`Runtime.reachable`), not retried per file."""
+    hub = rt.hub
+    if not hub.offline and not rt.reachable(url or hub.endpoint or HUB):
+        return replace(hub, offline=True)
+    return hub
+
+
 def _url_target(style: Style, hub: HubOptions) -> Path:
     """Where weights downloaded from a plain URL are kept: the Hub cache's animegan-urls/."""
     key = hashlib.sha256(style.url.encode()).hexdigest()[:16]
@@ -66,7 +77,8 @@ def _from_url(style: Style, hub: HubOptions) -> Path:
             return target
         target.unlink(missing_ok=True)  # a changed or damaged copy: fetch it again
     if hub.offline:
-        raise FileNotFoundError(f"offline mode (HF_HUB_OFFLINE) and {style.url} is not cached")
+        raise FileNotFoundError(f"nothing is downloaded (offline, or the host did not answer) and {style.url} "
+                                "is not cached")
 
     def download(partial: Path) -> None:
         with open(partial, "wb") as f:
@@ -127,10 +139,12 @@ def resolve(style: str | Style, rt: Runtime | None = None) -> Path:
         sources.append((style.url, _from_url))
     hub = rt.hub
     for where, fetch in sources:
+        cache_only = reachable_hub(rt, None if fetch is _from_hub else style.url)
         try:
-            return fetch(style, hub)
+            return fetch(style, cache_only)
         except Exception as exc:  # network, 404, 5xx, offline: try the next source
-            tried.append(f"  - {where}: {_describe(exc)}")
+            unreachable = " (its host did not answer; not retried)" if cache_only.offline and not hub.offline else ""
+            tried.append(f"  - {where}{unreachable}: {_describe(exc)}")
     offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if hub.offline else ""
     raise WeightsError(
         f"Could not get the weights for style {style.name!r}{offline}; nothing is cached.\n"
@@ -285,7 +299,7 @@ def _load_generator(source: str | Path, revision: str | None, rt: Runtime | None
         model = _load_state_file(path)
     elif isinstance(source, str) and _REPO_ID.match(source) and not source.startswith((".", "/")):
         try:
-            folder = _download_folder(source, (rt or get()).hub, revision)
+            folder = _download_folder(source, reachable_hub(rt or get()), revision)
         except Exception as exc:
             if type(exc).__name__ == "WeightsError":
                 raise
@@ -310,7 +324,7 @@ def style_architecture(name: str, rt: Runtime | None = None) -> nn.Module:
     if style.repo_id and not style.filename:
         from huggingface_hub import hf_hub_download
 
-        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision, **rt.hub.download())
+        config = hf_hub_download(style.repo_id, CONFIG, revision=style.revision, **reachable_hub(rt).download())
         return build(read_config(Path(config).parent))
     return build({"architecture": "animeganv2"})
 

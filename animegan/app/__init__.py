@@ -72,6 +72,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"], server],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
+    demo.animegan_app = app  # launch() starts preparing the fast backend once the app serves
     return demo
 
 
@@ -83,4 +84,11 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
                                 max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]})
     options.update(kwargs)
-    return demo.launch(**options)
+    blocking = not options.pop("prevent_thread_lock", False)
+    result = demo.launch(prevent_thread_lock=True, **options)  # the port is open from here on
+    app = getattr(demo, "animegan_app", None)
+    if app is not None and hasattr(app.stylizer, "start_fast"):
+        app.stylizer.start_fast()  # prepare the fast backend now, beside serving (never before it)
+    if blocking:
+        demo.block_thread()
+    return result

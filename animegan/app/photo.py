@@ -87,8 +87,9 @@ class App:
 
     def __init__(self, stylizer: Stylizer | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or getattr(stylizer, "settings", None) or runtime.get().settings
+        # serves on float32 at once; the fast backend is prepared once the app serves (launch)
         self.stylizer = stylizer or Stylizer(DEFAULT_STYLE, settings=self.settings,
-                                             max_side=self.settings.default_side)
+                                             max_side=self.settings.default_side, defer_fast=True)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
         # the styles this app offers: the Stylizer's policy (without the non-commercial ones when hidden)

@@ -113,17 +113,18 @@ def float32(model: Generator, rt: Runtime) -> tuple[Backend, str | None]:
 
 
 def make_backend(model: Generator, name: str | None = None, runtime: Runtime | Settings | None = None, *,
-                 background: bool = True, progress: ProgressFn | None = None) -> Backend:
+                 background: bool = True, progress: ProgressFn | None = None, start: bool = True) -> Backend:
     """The named backend for ``model``, or ``auto`` (the settings' ``backend``, default
     ``auto``); ``float32`` names the exact start (:func:`float32`). ``background=False``
-    makes ``auto`` choose before returning, telling ``progress(fraction, text)``."""
+    makes ``auto`` choose before returning, telling ``progress(fraction, text)``;
+    ``start=False`` makes it wait for ``.start()`` before choosing in the background."""
     rt = as_runtime(runtime)
     rt.engage()
     name = name or rt.settings.backend or "auto"
     if name == "auto":
         from .auto import AutoBackend
 
-        return AutoBackend(model, rt, background=background, progress=progress)
+        return AutoBackend(model, rt, background=background, progress=progress, start=start)
     if name == "float32":
         return float32(model, rt)[0]
     try:

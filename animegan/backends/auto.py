@@ -46,7 +46,7 @@ class AutoBackend:
     """Serves from the fastest backend measured here within the bound (see the module)."""
 
     def __init__(self, model: nn.Module | OnnxGenerator, rt: Runtime, *, background: bool = True,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, start: bool = True) -> None:
         from . import float32
 
         self._model = model
@@ -70,9 +70,15 @@ class AutoBackend:
         elif background:
             self._thread = threading.Thread(target=self._choose, name="animegan-backend", daemon=True)
             atexit.register(_close_ref(self))
-            self._thread.start()
+            if start:
+                self._thread.start()
         else:
             self._choose()
+
+    def start(self) -> None:
+        """Start the background choice made with ``start=False`` (the app: once it serves)."""
+        if self._thread is not None and not self._thread.is_alive() and not self.ready.is_set():
+            self._thread.start()
 
     # -- what serves now ---------------------------------------------------------------------
     @property
@@ -168,7 +174,10 @@ class AutoBackend:
         return True
 
     def _choose(self) -> None:
+        began = time.perf_counter()
         try:
+            log.info("animegan: choosing the fastest backend for this machine (once; serving on %s meanwhile)",
+                     self._current.name)
             self._progress(0.0, f"timing {self._current.name}")
             reference = fidelity.calibration_photos(TIME_SIDE)[0]
             self.measured[self._current.name] = {"seconds": self._time(self._current, reference), "psnr": None}
@@ -197,6 +206,8 @@ class AutoBackend:
                     self._switch(backend)
             artefacts.write_choice(self._model, self._rt, self._current.name, self.measured)
             self._progress(1.0, f"{self._current.name} is the fastest here")
+            log.info("animegan: %s is the fastest here (chosen in %.0f s; %s)", self._current.name,
+                     time.perf_counter() - began, "; ".join(self.notes[-3:]))
         except Cancelled:
             pass
         except Exception as exc:  # never let an optimisation break the service
