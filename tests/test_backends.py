@@ -84,6 +84,7 @@ def test_openvino_fp32_graph_matches_the_generator(model, reference):
     assert np.abs(out - ref).max() < 1e-3
 
 
+@pytest.mark.slow  # an int8 build of the proxy at 256 px (the fast lane builds a small generator's below)
 def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
     builds = ovb.BUILDS["openvino-int8"]
     be = backends.make_backend(model, "openvino-int8")
@@ -102,6 +103,7 @@ def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
     assert np.array_equal(again(x), be(x))
 
 
+@pytest.mark.slow  # an int8 build for every fallback step
 def test_int8_keeps_sensitive_layers_when_the_check_fails(model, tmp_path):
     """When all-int8 misses the bound, the build keeps the sensitive layers in higher
     precision, one step at a time, and records what it kept."""
@@ -119,6 +121,7 @@ def test_int8_artefact_keyed_by_weights(model, artefacts):
     assert ovb.artefact_dir(other, artefacts) != ovb.artefact_dir(model, artefacts)
 
 
+@pytest.mark.slow  # an int8 build of the proxy at 256 px (the fast lane builds a small generator's below)
 def test_auto_uses_cached_int8_at_once(model, artefacts):
     backends.make_backend(model, "openvino-int8")  # cached by now
     auto = backends.make_backend(model, "auto")
@@ -126,6 +129,7 @@ def test_auto_uses_cached_int8_at_once(model, artefacts):
     assert auto.ready.is_set() and auto.name == "openvino-int8"
 
 
+@pytest.mark.slow  # an int8 build of the proxy at 256 px (the fast lane builds a small generator's below)
 def test_auto_refuses_a_backend_under_the_bound(model, artefacts, monkeypatch):
     monkeypatch.setattr(fidelity, "MIN_PSNR", 1000.0)
     auto = backends.make_backend(model, "auto", background=False)
@@ -253,6 +257,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
+@pytest.mark.slow  # a soak: 220 passes per backend
 @pytest.mark.parametrize("name", ["openvino-int8", "torch-fp32"])
 def test_no_memory_growth_over_200_requests(model, artefacts, name):
     be = backends.make_backend(model, name)
@@ -358,6 +363,7 @@ def small_int8(model, tmp_path_factory):
     return cache
 
 
+@pytest.mark.slow  # a second int8 build of the proxy (small_int8) and a rebuild
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, small_int8, tmp_path, damage):
     import shutil
@@ -371,6 +377,7 @@ def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, sma
         ovb.load_cached_int8(model, cache)
 
 
+@pytest.mark.slow  # a second int8 build of the proxy (small_int8) and a rebuild
 def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, reference, small_int8, tmp_path):
     """The damaged folder is still there when the new one is ready: it is replaced, not kept."""
     import shutil

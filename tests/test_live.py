@@ -145,6 +145,7 @@ def wait_for_outputs(stream, count: int, timeout: float = 60) -> list:
     return stream.outputs()
 
 
+@pytest.mark.slow
 def test_stream_endpoint_in_order_small_and_without_backlog(server):
     from stream_client import StreamSession
 
@@ -188,6 +189,7 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
         stream.close()
 
 
+@pytest.mark.slow
 def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
     from servers import live_app
     from stream_client import StreamSession
@@ -216,6 +218,7 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
         again.close()
 
 
+@pytest.mark.slow
 def test_frame_endpoint_drops_a_burst_and_keeps_serving(server):
     from gradio_client import Client, handle_file
 
@@ -261,6 +264,7 @@ def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     from app_helpers import launch_chromium, require_chromium
