@@ -96,10 +96,12 @@ def stylizer(weights_dir):
 
 @pytest.fixture(scope="session")
 def app_server(weights_dir, tmp_path_factory):
-    """``python app.py`` with the proxy weights, shared by the API and browser tests."""
+    """``python app.py`` with the proxy weights, started once and shared by every test that
+    only calls it (API, limits, live, video and browser tests). Clips are capped at 3 s,
+    which test_video.py's limit tests need and nothing else minds."""
     from app_helpers import shared_server
 
-    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"))
+    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"), ANIMEGAN_VIDEO_MAX_SECONDS="3")
     yield server
     if owner:
         server.stop()

@@ -44,6 +44,12 @@ def reference(model):
 
 
 @pytest.fixture(scope="module")
+def fp32_graph(model):
+    """The proxy converted to an OpenVINO graph once (seconds), for the tests that only compile it."""
+    return ovb.build_graph(ovb.to_openvino(model))
+
+
+@pytest.fixture(scope="module")
 def artefacts(tmp_path_factory):
     """A private artefact cache; calibration at 256 px keeps the build to seconds."""
     mp = pytest.MonkeyPatch()
@@ -72,13 +78,12 @@ def test_bf16_within_bound(model, reference):
     assert backends.psnr(out, ref) >= backends.MIN_PSNR
 
 
-def test_openvino_fp32_graph_matches_the_generator(model, reference):
+def test_openvino_fp32_graph_matches_the_generator(model, reference, fp32_graph):
     """The converted OpenVINO graph (GroupNorms rewritten) computes the same function (odd sizes too)."""
     x = _input("rocket.jpg", 101)  # 101 x 67: odd sizes, non-square
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    graph = ovb.build_graph(ovb.to_openvino(model))
-    out = ovb.core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
+    out = ovb.core().compile_model(fp32_graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
         ).infer({0: x})[0]
     assert out.shape == ref.shape == (1, 3, 67, 101)
     assert np.abs(out - ref).max() < 1e-3
@@ -176,8 +181,8 @@ def test_threads_follow_available_cpus(monkeypatch):
     assert out.stdout.strip() == "1"
 
 
-def test_openvino_uses_available_cpus(model):
-    be = ovb.OpenVINOBackend(ovb.build_graph(ovb.to_openvino(model)), "openvino-fp32")
+def test_openvino_uses_available_cpus(fp32_graph):
+    be = ovb.OpenVINOBackend(fp32_graph, "openvino-fp32")
     assert be._compiled.get_property("INFERENCE_NUM_THREADS") == host.available_cpus()
 
 

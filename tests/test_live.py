@@ -128,12 +128,9 @@ def test_face_crop_gives_a_square_portrait(engine):
 
 # -- through the real server -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(weights_dir, tmp_path_factory):
-    from servers import live_app
-
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    with live_app(weights_dir, log) as url:
-        yield url
+def server(app_server):
+    """The session's app (conftest.py): these tests only call it."""
+    return app_server.url
 
 
 def wait_for_outputs(stream, count: int, timeout: float = 60) -> list:

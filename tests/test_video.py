@@ -46,12 +46,9 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(weights_dir, tmp_path_factory):
-    from servers import live_app
-
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    with live_app(weights_dir, log, ANIMEGAN_VIDEO_MAX_SECONDS="3") as url:
-        yield url
+def server(app_server):
+    """The session's app (conftest.py), whose clips are capped at 3 s: these tests only call it."""
+    return app_server.url
 
 
 @pytest.fixture(scope="module")
