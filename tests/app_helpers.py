@@ -120,12 +120,12 @@ class AppServer:
 _shared: dict[str, AppServer] = {}
 
 
-def shared_server(weights_dir: Path, home: Path) -> tuple[AppServer, bool]:
+def shared_server(weights_dir: Path, home: Path, **env_extra: str) -> tuple[AppServer, bool]:
     """One app with the proxy weights for the whole test session: (server, started_now)."""
     server = _shared.get("proxy")
     if server is not None and server.alive():
         return server, False
-    server = AppServer(app_env(weights_dir, home), home / "app.log").start()
+    server = AppServer(app_env(weights_dir, home, **env_extra), home / "app.log").start()
     _shared["proxy"] = server
     return server, True
 

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-
-# The tests never touch the user's Hugging Face cache (downloads, int8 artefacts): a
-# fresh one per run, inherited by the app and CLI subprocesses too.
-_HF_HOME = tempfile.mkdtemp(prefix="animegan-test-hf-")
-atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
-os.environ["HF_HOME"] = _HF_HOME
-os.environ.pop("HF_HUB_CACHE", None)
-# Results must not change half-way through a test because the automatic backend
-# upgraded itself in the background: tests run on exact float32 unless they choose
-# (tests/test_backends.py covers the automatic choice; one CLI test runs it end to end).
-os.environ.setdefault("ANIMEGAN_BACKEND", "torch-fp32")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -31,6 +20,40 @@ PHOTOS = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jp
 def photo(name: str) -> Path:
     """A real photo from examples/ (public domain / CC0, see examples/CREDITS.md)."""
     return EXAMPLES / name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment():
+    """The process state every test runs in, set here (never at import) and undone at the end.
+
+    - A fresh Hugging Face cache (downloads, int8 artefacts) instead of the user's, inherited
+      by the app and CLI subprocesses too. huggingface_hub reads HF_HOME once, when it is
+      first imported, and test modules import it (through gradio_client) while they are
+      collected, before this runs: its cache constants are pointed here as well.
+    - Results must not change half-way through a test because the automatic backend
+      upgraded itself in the background: tests run on exact float32 unless they choose
+      (tests/test_backends.py covers the automatic choice; one CLI test runs it end to end).
+    """
+    home = tempfile.mkdtemp(prefix="animegan-test-hf-")
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("HF_HOME", home)
+        mp.delenv("HF_HUB_CACHE", raising=False)
+        if "ANIMEGAN_BACKEND" not in os.environ:
+            mp.setenv("ANIMEGAN_BACKEND", "torch-fp32")
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            old = constants.HF_HOME
+            for name, value in list(vars(constants).items()):
+                if name.isupper() and isinstance(value, str) and value.startswith(old + os.sep):
+                    mp.setattr(constants, name, home + value[len(old):])
+            mp.setattr(constants, "HF_HOME", home)
+            for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+                mp.setattr(constants, name, os.path.join(home, "hub"))
+        yield home
+    finally:
+        mp.undo()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +97,12 @@ def stylizer(weights_dir):
 
 @pytest.fixture(scope="session")
 def app_server(weights_dir, tmp_path_factory):
-    """``python app.py`` with the proxy weights, shared by the API and browser tests."""
+    """``python app.py`` with the proxy weights, started once and shared by every test that
+    only calls it (API, limits, live, video and browser tests). Clips are capped at 3 s,
+    which test_video.py's limit tests need and nothing else minds."""
     from app_helpers import shared_server
 
-    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"))
+    server, owner = shared_server(weights_dir, tmp_path_factory.mktemp("app"), ANIMEGAN_VIDEO_MAX_SECONDS="3")
     yield server
     if owner:
         server.stop()

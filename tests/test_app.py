@@ -30,6 +30,7 @@ def stylize(client, path, style="face_paint_512_v2", face_crop="off") -> Image.I
         return img
 
 
+@pytest.mark.slow
 def test_api_is_named_and_documented(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/stylize"]
@@ -41,6 +42,7 @@ def test_api_is_named_and_documented(client):
     assert sorted(info["named_endpoints"]) == ["/live", "/stylize", "/stylize_frame", "/stylize_video"]
 
 
+@pytest.mark.slow
 def test_good_photo(client):
     img = stylize(client, photo("astronaut.png"))  # 512 x 512
     assert img.size == (512, 512)
@@ -53,6 +55,7 @@ def test_good_photo(client):
     assert big.size == (512, 341)
 
 
+@pytest.mark.slow
 def test_bad_files_get_a_message_and_the_server_keeps_serving(client, tmp_path, app_server):
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is not an image")
@@ -83,6 +86,7 @@ def test_bad_files_get_a_message_and_the_server_keeps_serving(client, tmp_path, 
     assert stylize(client, photo("camera.png")).size == (512, 512)
 
 
+@pytest.mark.slow
 def test_same_input_twice_comes_from_the_cache(client, tmp_path):
     # a photo no other test sends, so the first call really runs the network
     arr = np.array(Image.open(photo("chelsea.png")).convert("RGB"))
@@ -102,6 +106,7 @@ def test_same_input_twice_comes_from_the_cache(client, tmp_path):
     assert second_s < first_s, (first_s, second_s)
 
 
+@pytest.mark.slow
 def test_page_has_the_controls_the_palette_and_the_credits(app_server):
     with urllib.request.urlopen(app_server.url + "/config", timeout=10) as r:
         config = json.load(r)
@@ -118,6 +123,7 @@ def test_page_has_the_controls_the_palette_and_the_credits(app_server):
     assert "#fffaf3" in css and "#a83a64" in css  # cream background, sakura buttons
 
 
+@pytest.mark.slow
 def test_starts_without_weights_and_says_which_styles_are_unavailable(tmp_path):
     empty = tmp_path / "no-weights"
     empty.mkdir()
@@ -243,6 +249,7 @@ def test_queue_is_bounded_and_runs_one_at_a_time(monkeypatch):
         demo.close()
 
 
+@pytest.mark.slow
 def test_face_modes_through_the_api(client):
     portrait = stylize(client, photo("astronaut.png"), face_crop="portrait")
     assert portrait.size == (512, 512)
@@ -253,6 +260,7 @@ def test_face_modes_through_the_api(client):
     assert np.array_equal(np.asarray(pasted), np.asarray(stylize(client, photo("coffee.png"))))
 
 
+@pytest.mark.slow
 def test_face_style_is_an_optional_fourth_argument(client):
     """Today's three positional arguments still work; a fourth names the faces' style with paste."""
     three = stylize(client, photo("astronaut.png"), face_crop="paste")

@@ -53,6 +53,12 @@ def reference(model):
 
 
 @pytest.fixture(scope="module")
+def fp32_graph(model):
+    """The proxy converted to an OpenVINO graph once (seconds), for the tests that only compile it."""
+    return ovb.build_graph(ovb.to_openvino(model, runtime.get()))
+
+
+@pytest.fixture(scope="module")
 def artefacts(tmp_path_factory) -> runtime.Runtime:
     """A runtime with a private artefact cache; calibration at 256 px keeps the build to seconds."""
     return rt_for(tmp_path_factory.mktemp("hub"), 256)
@@ -76,19 +82,19 @@ def test_bf16_within_bound(model, reference):
     assert backends.psnr(out, ref) >= backends.MIN_PSNR
 
 
-def test_openvino_fp32_graph_matches_the_generator(model, reference):
+def test_openvino_fp32_graph_matches_the_generator(model, reference, fp32_graph):
     """The converted OpenVINO graph (GroupNorms rewritten) computes the same function (odd sizes too)."""
     x = _input("rocket.jpg", 101)  # 101 x 67: odd sizes, non-square
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    rt = runtime.get()
-    graph = ovb.build_graph(ovb.to_openvino(model, rt))
-    out = rt.openvino().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request(
+    out = runtime.get().openvino().compile_model(fp32_graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+                                                 ).create_infer_request(
         ).infer({0: x})[0]
     assert out.shape == ref.shape == (1, 3, 67, 101)
     assert np.abs(out - ref).max() < 1e-3
 
 
+@pytest.mark.slow  # an int8 build of the proxy at 256 px (the fast lane builds a small generator's below)
 def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
     before = builds()
     be = backends.make_backend(model, "openvino-int8", artefacts)
@@ -107,6 +113,7 @@ def test_int8_built_once_within_bound_and_reused(model, reference, artefacts):
     assert np.array_equal(again(x), be(x))
 
 
+@pytest.mark.slow  # an int8 build for every fallback step
 def test_int8_keeps_sensitive_layers_when_the_check_fails(model, tmp_path):
     """When all-int8 misses the bound, the build keeps the sensitive layers in higher
     precision, one step at a time, and records what it kept."""
@@ -125,6 +132,7 @@ def test_int8_artefact_keyed_by_weights(model, artefacts):
     assert ovb.artefact_dir(other, artefacts) != ovb.artefact_dir(model, artefacts)
 
 
+@pytest.mark.slow  # an int8 build of the proxy (the fast lane builds a small generator's below)
 def test_auto_measures_the_backends_here_and_remembers_its_choice(model, tmp_path):
     """auto times every backend this CPU runs, takes the fastest within the bound, and
     writes its choice beside the artefacts; a new process (a second CLI run) makes that
@@ -145,6 +153,7 @@ def test_auto_measures_the_backends_here_and_remembers_its_choice(model, tmp_pat
     assert again.chosen_from_cache and again.name == auto.name and builds() == before
 
 
+@pytest.mark.slow  # an int8 build of the proxy at 256 px (the fast lane builds a small generator's below)
 def test_auto_uses_cached_int8_at_once(model, artefacts):
     backends.make_backend(model, "auto", artefacts, background=False)  # chosen and cached by now
     auto = backends.make_backend(model, "auto", artefacts)
@@ -152,6 +161,7 @@ def test_auto_uses_cached_int8_at_once(model, artefacts):
     assert auto.ready.is_set() and auto.name == "openvino-int8"
 
 
+@pytest.mark.slow  # an int8 build of the proxy (the fast lane builds a small generator's below)
 def test_auto_refuses_a_backend_under_the_bound(model, tmp_path, monkeypatch):
     monkeypatch.setattr(fidelity, "MIN_PSNR", 1000.0)
     auto = backends.make_backend(model, "auto", rt_for(tmp_path), background=False)
@@ -200,9 +210,9 @@ def test_threads_follow_available_cpus(monkeypatch):
     assert out.stdout.strip() == "1 1 1"
 
 
-def test_openvino_uses_the_runtimes_threads(model):
+def test_openvino_uses_the_runtimes_threads(fp32_graph):
     rt = runtime.get()
-    be = ovb.OpenVINOBackend(ovb.build_graph(ovb.to_openvino(model, rt)), "openvino-f32", rt)
+    be = ovb.OpenVINOBackend(fp32_graph, "openvino-f32", rt)
     assert be._compiled.get_property("INFERENCE_NUM_THREADS") == rt.threads == rt.machine.cpus
 
 
@@ -283,6 +293,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
+@pytest.mark.slow  # a soak: 220 passes per backend
 @pytest.mark.parametrize("name", ["openvino-int8", "torch-fp32"])
 def test_no_memory_growth_over_200_requests(model, artefacts, name):
     be = backends.make_backend(model, name, artefacts)
@@ -388,6 +399,7 @@ def small_int8(model, tmp_path_factory):
     return cache
 
 
+@pytest.mark.slow  # a second int8 build of the proxy (small_int8) and a rebuild
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, small_int8, tmp_path, damage):
     import shutil
@@ -402,6 +414,7 @@ def test_every_kind_of_damage_to_the_int8_cache_is_noticed(model, reference, sma
         ovb.load_cached_int8(model, rt)
 
 
+@pytest.mark.slow  # a second int8 build of the proxy (small_int8) and a rebuild
 def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, reference, small_int8, tmp_path):
     """The damaged folder is still there when the new one is ready: it is replaced, not kept."""
     import shutil

@@ -174,6 +174,7 @@ def ray_dst(ray_address, src, weights_dir, tmp_path_factory) -> tuple[Path, subp
     return dst, proc
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_every_photo_once_and_resumes(ray_dst, ray_address, src, weights_dir):
     dst, proc = ray_dst
     check_first_run(proc, src, dst)
@@ -181,6 +182,7 @@ def test_ray_engine_writes_every_photo_once_and_resumes(ray_dst, ray_address, sr
                  "--max-side", MAX_SIDE, weights_dir=weights_dir)
 
 
+@pytest.mark.slow
 def test_local_engine_resumes_retries_and_matches_ray(ray_dst, src, weights_dir, tmp_path):
     dst = tmp_path / "local_out"
     args = ("--engine", "local", "--workers", "2", "--threads", "1", "--max-side", MAX_SIDE)  # as on Ray
@@ -193,6 +195,7 @@ def test_local_engine_resumes_retries_and_matches_ray(ray_dst, src, weights_dir,
         assert np.array_equal(np.asarray(ours), np.asarray(theirs)), rel
 
 
+@pytest.mark.slow
 def test_ray_workers_without_weights_stop_with_the_reason(ray_address, tmp_path, weights_dir):
     (tmp_path / "in").mkdir()
     shutil.copy(photo("chelsea.png"), tmp_path / "in")

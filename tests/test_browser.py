@@ -30,6 +30,7 @@ if not have_chromium():
     pytest.skip(chromium_missing_reason(), allow_module_level=True)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.slow  # Chromium and the app in a subprocess
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}

@@ -147,6 +147,7 @@ def distill(out, steps, photo_dir, *extra) -> int:
                      "--log-every", "4", "--checkpoint-every", "12", "--device", "cpu", "--quiet", *extra])
 
 
+@pytest.mark.slow
 def test_distill_learns_the_teacher_saves_resumes_and_stylizes(vgg_weights, photo_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert distill(out, 24, photo_dir, "--lr", "3e-3") == 0

@@ -19,6 +19,7 @@ def _x(side: int) -> np.ndarray:
     return images.to_array(images.resize(img, images.fit_size(img.size, side)))
 
 
+@pytest.mark.slow  # the published network, timed at 512 px (test_export_small.py: the fast lane's)
 def test_onnx_export_matches_pytorch_and_has_a_card(tmp_path, capsys):
     import onnxruntime as ort
 
@@ -39,6 +40,7 @@ def test_onnx_export_matches_pytorch_and_has_a_card(tmp_path, capsys):
     assert facts["onnxruntime_max_abs_diff"] < 1e-4
 
 
+@pytest.mark.slow  # an int8 build of the published network (test_export_small.py: the fast lane's)
 def test_int8_export_is_gated_and_safetensors_round_trips(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMEGAN_CALIBRATION_SIDE", "128")
     out = tmp_path / "int8"

@@ -298,6 +298,7 @@ def run_cli(args: list[str], weights_dir: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # the command line in a subprocess, with MTCNN (the faces are checked in-process above)
 def test_cli_face_crop_portrait(weights_dir, tmp_path):
     out = tmp_path / "out"
     proc = run_cli([str(photo("astronaut.png")), "--face-crop", "portrait", "-o", str(out)], weights_dir)
@@ -306,6 +307,7 @@ def test_cli_face_crop_portrait(weights_dir, tmp_path):
         assert img.size == (512, 512)
 
 
+@pytest.mark.slow  # the command line in a subprocess, with MTCNN (the faces are checked in-process above)
 def test_cli_face_crop_paste_and_no_face_line(weights_dir, tmp_path):
     out = tmp_path / "out"
     proc = run_cli([str(photo("astronaut.png")), str(photo("chelsea.png")), "--face-crop", "paste",

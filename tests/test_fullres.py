@@ -52,6 +52,8 @@ def assert_no_seams(tiled: np.ndarray, reference: np.ndarray, tiles: list[layout
         assert np.abs((t[:, x] - t[:, x - 1]) - (r[:, x] - r[:, x - 1])).max() <= 2, f"seam at column {x}"
 
 
+@pytest.mark.slow  # full-size photos in many small tiles: a minute or more each on 2 CPUs
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", ["rocket.jpg", "coffee.png", "astronaut.png"])
 def test_tiles_are_the_untiled_picture(generator, name):
     img = Image.open(photo(name)).convert("RGB")
@@ -64,6 +66,8 @@ def test_tiles_are_the_untiled_picture(generator, name):
     assert_no_seams(np.asarray(out), reference, tiles)
 
 
+@pytest.mark.slow  # full-size photos in many small tiles: a minute or more each on 2 CPUs
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("size", [(517, 389), (1000, 125), (125, 1000)])  # odd sizes, 1:8 both ways
 def test_odd_sizes_and_extreme_aspect_ratios(generator, size):
     img = Image.open(photo("chelsea.png")).convert("RGB").resize(size, Image.LANCZOS)
@@ -74,6 +78,8 @@ def test_odd_sizes_and_extreme_aspect_ratios(generator, size):
     assert_no_seams(np.asarray(out), reference, layout.tile_layout(size, TILE, MARGIN))
 
 
+@pytest.mark.slow  # full-size photos in many small tiles: a minute or more each on 2 CPUs
+@pytest.mark.timeout(900)
 def test_int8_tiles_match_the_untiled_int8_picture(generator, tmp_path):
     """On the int8 backend the tiles run int8 with its ranges, statistics included."""
     import dataclasses
@@ -110,6 +116,8 @@ def test_a_generator_without_group_norms_is_refused_clearly():
         engines.TorchEngine(torch.nn.Conv2d(3, 3, 1))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(960)  # over the subprocess's own 900 s, which says more when it fires
 def test_a_12_megapixel_photo_through_the_command_line(tmp_path):
     """4000 x 3000 (a real photo upscaled) with --max-side 0: full size out, in tiles
     (a small LiteGenerator saved as a model folder keeps it quick)."""

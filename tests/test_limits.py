@@ -31,6 +31,7 @@ def noise_png(side: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_an_oversized_data_url_is_refused_before_it_is_read(app_server):
     png = noise_png(2400)  # 17 MB of pixels, 23 MB as a data: URL: over the 16 MB request limit
     body = ('{"data": [{"url": "data:image/png;base64,' + base64.b64encode(png).decode()
@@ -50,6 +51,7 @@ def test_an_oversized_data_url_is_refused_before_it_is_read(app_server):
     assert status == 200 and "event_id" in text
 
 
+@pytest.mark.slow
 def test_an_oversized_live_frame_is_refused_from_its_header(app_server, tmp_path):
     path = tmp_path / "huge.png"
     Image.new("L", (12000, 12000)).save(path)  # 144 MP of zeros: a small file, 432 MB once decoded

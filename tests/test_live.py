@@ -127,12 +127,9 @@ def test_face_crop_gives_a_square_portrait(engine):
 
 # -- through the real server -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(weights_dir, tmp_path_factory):
-    from servers import live_app
-
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    with live_app(weights_dir, log) as url:
-        yield url
+def server(app_server):
+    """The session's app (conftest.py): these tests only call it."""
+    return app_server.url
 
 
 def wait_for_outputs(stream, count: int, timeout: float = 60) -> list:
@@ -144,6 +141,7 @@ def wait_for_outputs(stream, count: int, timeout: float = 60) -> list:
     return stream.outputs()
 
 
+@pytest.mark.slow
 def test_stream_endpoint_in_order_small_and_without_backlog(server):
     from stream_client import StreamSession
 
@@ -187,6 +185,7 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
         stream.close()
 
 
+@pytest.mark.slow
 def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
     from servers import live_app
     from stream_client import StreamSession
@@ -215,6 +214,7 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
         again.close()
 
 
+@pytest.mark.slow
 def test_frame_endpoint_drops_a_burst_and_keeps_serving(server):
     from gradio_client import Client, handle_file
 
@@ -260,6 +260,7 @@ def write_y4m(path: Path, frames: list[Image.Image], fps: int = 10) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_live_tab_in_chromium_with_a_fake_camera(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     from app_helpers import launch_chromium, require_chromium

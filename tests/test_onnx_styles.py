@@ -214,6 +214,7 @@ def test_the_app_hides_noncommercial_styles_on_the_page_and_in_the_api(stylizer)
 
 
 # -- faces in a second style ------------------------------------------------------------------------
+@pytest.mark.slow  # 512 px photos through two styles with faces
 def test_paste_with_a_face_style_differs_only_inside_the_face_squares(stylizer, models, extra_style):
     """The photo in one style, each face in another: outside the squares the pixels are
     those of the one-style result; inside they differ."""

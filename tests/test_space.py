@@ -298,6 +298,7 @@ def space_server(space, weights_dir, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_the_trees_app_serves_stylize_from_the_trees_package(space, space_server):
     from gradio_client import Client, handle_file
 

@@ -23,6 +23,7 @@ def own(stylizer):
     return lambda frame: np.asarray(stylizer.run_array(STYLE, Image.fromarray(frame)))
 
 
+@pytest.mark.slow  # flicker measured over a moving clip
 def test_carried_statistics_and_flow_flicker_less_and_keep_the_style(stylizer, own):
     frames = moving_clip(12)
     plain = [own(f) for f in frames]
@@ -37,6 +38,7 @@ def test_carried_statistics_and_flow_flicker_less_and_keep_the_style(stylizer, o
     assert min(psnr8(s, p) for s, p in zip(out, plain, strict=True)) >= 28
 
 
+@pytest.mark.slow  # flicker measured over a moving clip
 def test_a_scene_cut_starts_afresh(stylizer, own):
     first, second = moving_clip(5), moving_clip(3, "coffee.png", seed=1)
     steady = Stabilizer(stylizer, STYLE, carry=True)
@@ -51,6 +53,7 @@ def test_a_scene_cut_starts_afresh(stylizer, own):
     assert steady.cuts == 1
 
 
+@pytest.mark.slow  # three clips through the stabilizer (test_the_live_steady_option is the fast lane's)
 def test_clips_are_steadied_by_default_and_not_with_no_stabilize(stylizer, tmp_path):
     from animegan.video import stylize_video
 
@@ -82,6 +85,7 @@ def test_the_live_steady_option(stylizer):
     assert result.processed and session.steady is None  # switched off: frame by frame again
 
 
+@pytest.mark.slow  # flicker measured over a moving clip
 def test_by_default_flow_blending_runs_on_the_style_backend(stylizer, own):
     """The default (and all a style without GroupNorms gets): the backend's own frames,
     blended along the optical flow."""

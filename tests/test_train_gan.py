@@ -233,6 +233,7 @@ def tensors(folder) -> dict[str, torch.Tensor]:
     return load_file(folder / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_three_stages_resume_at_their_step_and_stage3_trains_only_attention_and_last_layer(
     vgg_weights, anime_dir, shared_cache, tmp_path
 ):
@@ -300,6 +301,7 @@ def test_three_stages_resume_at_their_step_and_stage3_trains_only_attention_and_
     assert styled.size == (96, 96)
 
 
+@pytest.mark.slow
 def test_published_network_with_a_published_preset(vgg_weights, anime_dir, shared_cache, tmp_path, capsys):
     from animegan.models import Generator
     from animegan.train import gan

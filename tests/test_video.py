@@ -46,12 +46,9 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(weights_dir, tmp_path_factory):
-    from servers import live_app
-
-    log = tmp_path_factory.mktemp("server") / "app.log"
-    with live_app(weights_dir, log, ANIMEGAN_VIDEO_MAX_SECONDS="3") as url:
-        yield url
+def server(app_server):
+    """The session's app (conftest.py), whose clips are capped at 3 s: these tests only call it."""
+    return app_server.url
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +78,7 @@ def check_clip(stylizer, path, frames_in, size, seconds, audio=True):
 
 
 # -- through the app's API ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_api_clip_keeps_frames_rate_size_and_sound(client, clip, stylizer):
     from gradio_client import handle_file
 
@@ -90,6 +88,7 @@ def test_api_clip_keeps_frames_rate_size_and_sound(client, clip, stylizer):
     assert "20 frames at 10 fps" in status and "with sound" in status
 
 
+@pytest.mark.slow
 def test_api_bad_inputs_say_why_and_the_server_keeps_serving(client, clip, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -119,6 +118,7 @@ def test_api_bad_inputs_say_why_and_the_server_keeps_serving(client, clip, tmp_p
 
 
 # -- through the command line -------------------------------------------------------------------
+@pytest.mark.slow  # a 15-frame clip through the command line
 def test_cli_clips_and_photos_together(tmp_path, weights_dir, stylizer):
     src = tmp_path / "in"
     src.mkdir()
@@ -215,6 +215,7 @@ def test_not_a_clip(stylizer, tmp_path):
 
 
 # -- the tab, in a real browser ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_video_tab_in_chromium(server, clip):
     sync_api = pytest.importorskip("playwright.sync_api")
     from app_helpers import launch_chromium, require_chromium
@@ -248,6 +249,7 @@ def test_video_tab_in_chromium(server, clip):
 
 
 # -- bounded work per clip (issue 11, item 1) ---------------------------------------------------
+@pytest.mark.slow
 def test_api_refuses_a_frame_bomb_at_once(client, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -259,6 +261,7 @@ def test_api_refuses_a_frame_bomb_at_once(client, tmp_path):
     assert time.perf_counter() - start < 3  # an upload and a header read, no frame stylized
 
 
+@pytest.mark.slow  # encodes a 4400 x 2400 clip to refuse
 def test_cli_refuses_frame_bombs_a_raw_stream_and_a_huge_frame(tmp_path, weights_dir):
     frame_bomb(tmp_path / "bomb.mp4")
     frame_bomb(tmp_path / "bomb.mkv")  # Matroska keeps no frame count: caught while decoding

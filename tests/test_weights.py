@@ -156,6 +156,7 @@ def test_404_is_a_clear_error(hub):
     assert "missing_style" in msg and "404" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
 
 
+@pytest.mark.slow  # waits out huggingface_hub's retry back-off (about 23 s of sleeping)
 def test_500_is_a_clear_error(hub):
     hub.status = 500  # huggingface_hub retries 5xx with backoff (about 20 s), then gives up
     with user_style("broken_hub", repo_id="akhaliq/AnimeGANv2-pytorch", filename="face_paint_512_v2.pt"):
