@@ -228,21 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         if targets[source] != out_dir / rel.parent / default_name(rel, args.suffix, fmt):
             print(f"note: {source} -> {targets[source]} (its usual name is an input or another input's output)",
                   file=sys.stderr)
-    preparing = options.PrepareLine("animegan")
-    try:
-        # A short process reaches the fast path: the first run on a machine prepares it here,
-        # in the foreground (a background build would die with the process); later runs load it.
-        stylizer = Stylizer(args.style, runtime=rt, backend=args.backend, max_side=args.max_side or None,
-                            weights_file=args.weights, wait_for_fast=True, progress=preparing)
-        face_style = stylizer.check_style(args.face_style).name if args.face_style else None
-        backend = stylizer.backend()
-    except Exception as exc:
-        preparing.close()
-        if user_message(exc) is None:
-            raise
-        _say(str(exc))
+    # A short process reaches the fast path: the first run on a machine prepares it here, in
+    # the foreground (a background build would die with the process); later runs load it.
+    made = prepared("animegan", args.style, rt, backend=args.backend, max_side=args.max_side or None,
+                    weights_file=args.weights, face_style=args.face_style)
+    if made is None:
         return 1
-    preparing.close()
+    stylizer, backend = made
+    face_style = stylizer.check_style(args.face_style).name if args.face_style else None
     if preparing_done(backend):
         _say(f"using {backend.name}: {chosen_because(backend)}")
     if args.verbose:
@@ -280,6 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{total - failed} of {total} {noun} written to {out_dir}/{speed}"
           + (f"; {failed} failed" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def prepared(prog: str, style: str, rt, *, face_style: str | None = None, **options_) -> tuple | None:
+    """A Stylizer for ``style`` and its backend, the fast one prepared first if this machine
+    has none yet (a progress line meanwhile); None when it cannot be had (the reason printed)."""
+    line = options.PrepareLine(prog)
+    try:
+        stylizer = Stylizer(style, runtime=rt, wait_for_fast=True, progress=line, **options_)
+        if face_style:
+            stylizer.check_style(face_style)
+        return stylizer, stylizer.backend()
+    except Exception as exc:
+        if user_message(exc) is None:
+            raise
+        _say(str(exc))
+        return None
+    finally:
+        line.close()
 
 
 def preparing_done(backend) -> bool:
@@ -335,19 +346,11 @@ def prepare_main(argv: list[str]) -> int:
         return 2
     failed = 0
     for name in names:
-        line = options.PrepareLine("animegan prepare")
-        try:
-            stylizer = Stylizer(name or DEFAULT_STYLE, runtime=rt, backend="auto", weights_file=args.weights,
-                                wait_for_fast=True, progress=line)
-            backend = stylizer.backend()
-        except Exception as exc:
-            line.close()
-            if user_message(exc) is None:
-                raise
-            _say(str(exc))
+        made = prepared("animegan prepare", name or DEFAULT_STYLE, rt, backend="auto", weights_file=args.weights)
+        if made is None:
             failed += 1
             continue
-        line.close()
+        stylizer, backend = made
         print(f"{stylizer.style}: {backend.name} ({chosen_because(backend)})")
     return 1 if failed else 0
 

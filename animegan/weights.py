@@ -46,6 +46,11 @@ def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
     return candidate if (candidate / "config.json").is_file() else None
 
 
+def _local_source(style: Style, rt: Runtime) -> Path | None:
+    """What stands in for any download: the weights folder's file for the style, else the style's own path."""
+    return _from_weights_dir(style.name, rt.settings.weights_dir) or style.path
+
+
 def _from_hub(style: Style, hub: HubOptions) -> Path:
     from huggingface_hub import hf_hub_download
 
@@ -123,13 +128,11 @@ def resolve(style: str | Style, rt: Runtime | None = None) -> Path:
     """
     rt = rt or get()
     style = get_style(style) if isinstance(style, str) else style
-    local = _from_weights_dir(style.name, rt.settings.weights_dir)
+    local = _local_source(style, rt)
     if local is not None:
+        if not local.exists():
+            raise WeightsError(f"Weights file for style {style.name!r} not found: {local}")
         return local
-    if style.path is not None:
-        if not style.path.exists():
-            raise WeightsError(f"Weights file for style {style.name!r} not found: {style.path}")
-        return style.path
 
     tried: list[str] = []
     sources = []
@@ -161,11 +164,9 @@ def local_weights(style: str | Style, rt: Runtime | None = None) -> Path | None:
 
     rt = rt or get()
     style = get_style(style) if isinstance(style, str) else style
-    found = _from_weights_dir(style.name, rt.settings.weights_dir)
-    if found is not None:
-        return found
-    if style.path is not None:
-        return style.path if style.path.exists() else None
+    local = _local_source(style, rt)
+    if local is not None:
+        return local if local.exists() else None
     if style.repo_id:
         cached = try_to_load_from_cache(style.repo_id, style.filename or CONFIG, cache_dir=rt.hub.cache,
                                         revision=style.revision)

@@ -201,10 +201,14 @@ def test_preloaded_weights_are_found_in_the_hub_cache_without_the_network(space,
             link.symlink_to(os.path.relpath(blob, link.parent))
             placed[(repo, name)] = link
     assert placed
+    from animegan import runtime
+    from animegan.settings import Settings
+
+    rt = runtime.get(Settings.from_env())  # the environment as set here (a process reads its own once)
     for style in STYLES.values():
         if style.repo_id and style.preload:  # preload=False styles download on first use instead
             start = time.monotonic()
-            path = weights.resolve(style)
+            path = weights.resolve(style, rt)
             assert path == placed[(style.repo_id, style.filename)]
             assert time.monotonic() - start < 2  # no retries against the dead endpoint
             weights.load_generator(path)
