@@ -208,7 +208,12 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
         stream.close()
         # another visitor (or the same one starting again) is served
         again = StreamSession(url, "live")
-        again.start([again.upload(marked_frame(2)), None, *args])
+        second = again.upload(marked_frame(2))
+        again.start([second, None, *args])
+        deadline = time.monotonic() + 60  # keep sending as a browser does: a busy moment drops a frame
+        while not again.outputs() and not again.done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            again.send([second, None, *args])
         _, data = wait_for_outputs(again, 1)[0]
         assert read_mark(again.fetch(data[0])) == 2
         again.close()
