@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .. import host
-from ..models.onnx import OnnxGenerator
+from ..models.onnx import OnnxGenerator, OnnxModelError
 from .base import BackendUnavailable
 from .fidelity import MIN_PSNR, calibration_photos, psnr
 
@@ -66,7 +66,13 @@ def _no_pause() -> None:
 def to_openvino(source: Source) -> ov.Model:
     """The generator as a float ov.Model with a dynamic height and width."""
     if isinstance(source, OnnxGenerator):  # the adapted graph: 1x3xHxW in [-1, 1], any size
-        return core().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+        try:
+            return core().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+        except RuntimeError as exc:  # a valid graph OpenVINO cannot convert: a message, not a traceback
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "http" not in ln]
+            said = [ln.strip("- ") for ln in lines if ln.startswith("--")] or lines[2:3]  # the summary's items
+            raise OnnxModelError(f"{source.path.name}: OpenVINO cannot convert this ONNX graph"
+                                 + (f" ({'; '.join(said)[:200]})." if said else ".")) from None
     if isinstance(source, (str, Path)):
         return core().read_model(str(source))
     source = source.eval()
