@@ -74,6 +74,9 @@ class Settings:
     startup_timeout: float = 60.0
     hide_noncommercial: bool = False
     hub_cache: Path | None = None  # huggingface_hub's cache folder (from_env always sets it)
+    # app: proxies in front of the app whose X-Forwarded-For entries are believed (from the
+    # right); -1: one on a Hugging Face Space (SPACE_ID set), none elsewhere
+    trusted_proxies: int = -1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

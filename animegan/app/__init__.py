@@ -13,7 +13,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ..settings import Settings
-from .limits import BodyLimit
+from .limits import BodyLimit, Visitors
 from .live_tab import add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
 from .photo import App, photo_tab
@@ -27,6 +27,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
     app = app or App(settings=settings)
     settings = app.settings
+    visitors = Visitors.from_settings(settings)
     if check_weights:
         app.check_weights()
     # delete_cache: uploads, live frames, results and clips land in Gradio's cache; they are
@@ -40,7 +41,8 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
-            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window, **choices)
+            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
+                         visitors=visitors, **choices)
             add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
                           max_job_seconds=settings.video_max_job_seconds, **choices)
         gr.Markdown(footer(age / 60), elem_id="footer")
@@ -68,6 +70,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"]],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
+    demo.animegan_visitors = visitors
     return demo
 
 

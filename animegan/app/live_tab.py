@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import live, policy
+from .limits import Visitors
 from .photo import image_source, to_gradio_error
 
 LIVE_STREAM_EVERY = 0.1  # seconds between webcam frames sent by the browser
@@ -28,11 +29,14 @@ def add_live_tab(
     concurrency_limit: int = LIVE_CONCURRENCY,
     label: str = "Live webcam",
     window: float = live.DEFAULT_WINDOW,
+    visitors: Visitors | None = None,
 ) -> dict:
     """A tab that streams the webcam through the style and back at a reduced size.
 
     ``style_choices`` ((label, name) pairs) and ``default_style`` let the app offer the
     same styles as its photo tab (for example only those whose weights are available).
+    ``visitors`` says who is asking (the address behind a trusted proxy); by default the
+    connection's address, whatever X-Forwarded-For says.
 
     Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
     (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
@@ -40,6 +44,7 @@ def add_live_tab(
     starts with "dropped (busy)"). Returns the components.
     """
     engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit, window=window)
+    visitors = visitors or Visitors()
 
     def run(frame, session, style, size, face, steady, request):
         # preprocess=False: the frame arrives as an upload (path) or data URL, and the engine
@@ -47,7 +52,7 @@ def add_live_tab(
         frame = image_source(frame) if frame is not None else None
         try:
             session, result = engine.process(session, frame, style, size, face_crop=face,
-                                             clients=client_keys(request), steady=bool(steady))
+                                             clients=visitors.keys(request), steady=bool(steady))
         except live.LiveLimitReached as exc:
             raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
         except Exception as exc:
@@ -102,19 +107,3 @@ def add_live_tab(
                          preprocess=False)
     return {"webcam": cam, "output": out, "status": status, "style": style, "size": size, "face": face,
             "steady": steady, "engine": engine}
-
-
-def client_keys(request: gr.Request | None) -> tuple[str, ...]:
-    """Who is asking, as the live limits count it: the Gradio session and the address
-    (behind a proxy such as a Space's, the address the proxy saw: the last X-Forwarded-For
-    entry, which the client cannot choose)."""
-    if request is None:
-        return ()
-    keys = []
-    if getattr(request, "session_hash", None):
-        keys.append(f"session:{request.session_hash}")
-    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-    host = forwarded or (request.client.host if request.client else "")
-    if host:
-        keys.append(f"address:{host}")
-    return tuple(keys)

@@ -1,0 +1,109 @@
+"""A public Space, round 3 (issue 19): fair to every visitor, nothing left behind, every
+limit on every way in. Each test runs the real app (``python app.py``) with the proxy
+weights and attacks it as a hostile visitor would, then checks the bound that holds:
+refused, capped, freed or answered (never a wall-clock time; the times are in
+benchmarks/bench_soak.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from app_helpers import post
+from conftest import photo
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+STYLE = "face_paint_512_v2"
+
+
+def upload(url: str, path: Path) -> dict:
+    """A file uploaded as the page uploads it: the FileData to pass to an endpoint."""
+    import httpx
+
+    with open(path, "rb") as f:
+        r = httpx.post(f"{url}/gradio_api/upload", files={"files": (path.name, f)}, timeout=120)
+    r.raise_for_status()
+    return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def join(url: str, api: str, data: list, headers: dict | None = None) -> tuple[int, str]:
+    """Ask the queue to take one job through /call (what any HTTP client can do): the
+    HTTP status (200 taken, 503 refused) and the event id or the refusal's text."""
+    status, text = post(f"{url}/gradio_api/call/{api}", json.dumps({"data": data}).encode(), headers=headers)
+    if status not in (200, 503):
+        return status, text
+    answer = json.loads(text)
+    return status, answer.get("event_id") or answer.get("detail") or text
+
+
+def outcome(url: str, api: str, event: str, timeout: float = 300) -> str:
+    """The end of a job's event stream ("complete ..." or "error ...")."""
+    import httpx
+
+    with httpx.stream("GET", f"{url}/gradio_api/call/{api}/{event}", timeout=timeout) as r:
+        text = "".join(r.iter_text())
+    last = [line for line in text.splitlines() if line.startswith("event:")][-1]
+    return last.removeprefix("event:").strip() + " " + text.rsplit("data:", 1)[-1].strip()[:300]
+
+
+# -- 7. X-Forwarded-For only from a proxy the app trusts ------------------------------------------
+def _use_up_the_address(url: str, frame: Path) -> None:
+    """Sessions from this address send frames until the address's live share is used."""
+    for _ in range(40):
+        client = Client(url, verbose=False, download_files=False)
+        for _ in range(12):
+            try:
+                client.predict(handle_file(str(frame)), STYLE, 128, False, False, api_name="/stylize_frame")
+            except AppError as exc:
+                if "s from here in the last" in str(exc) and "used for 4 s" in str(exc):
+                    return  # the address's own share (4 x 1 s), not a session's
+                break  # this session's time is up: the next one
+            time.sleep(0.2)
+    raise AssertionError("the address's live share was never used up")
+
+
+def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(weights_dir, tmp_path):
+    """Outside a Space (no SPACE_ID, ANIMEGAN_TRUSTED_PROXIES unset) X-Forwarded-For is the
+    visitor's own text: a visitor whose address has used its live time cannot get a fresh
+    allowance by sending a new one. (FORWARDED_ALLOW_IPS='' tells uvicorn that this test's
+    127.0.0.1 connection is a visitor, not a local proxy, as a remote connection would be.)"""
+    from servers import live_app
+
+    frame = tmp_path / "frame.png"
+    Image.open(photo("astronaut.png")).convert("RGB").resize((160, 160)).save(frame)
+    with live_app(weights_dir, tmp_path / "app.log", ANIMEGAN_LIVE_TIME_LIMIT="1", FORWARDED_ALLOW_IPS="",
+                  SPACE_ID="") as url:
+        _use_up_the_address(url, frame)
+        spoofing = Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": "203.0.113.7"})
+        with pytest.raises(AppError, match="used for 4 s from here"):
+            spoofing.predict(handle_file(str(frame)), STYLE, 128, False, False, api_name="/stylize_frame")
+
+
+def test_behind_trusted_proxies_the_address_is_the_one_the_nearest_proxy_wrote():
+    """On a Space (SPACE_ID set) one proxy is trusted: the visitor is the last entry, which
+    the proxy appended; what the visitor wrote itself is to the left of it and ignored."""
+    from starlette.requests import Request
+
+    from animegan.app.limits import Visitors
+    from animegan.settings import Settings
+
+    def request(peer: str, *forwarded: str) -> Request:
+        headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
+        return Request({"type": "http", "client": (peer, 5000), "headers": headers})
+
+    space = Visitors.from_settings(Settings(), env={"SPACE_ID": "someone/animegan"})
+    local = Visitors.from_settings(Settings(), env={})
+    assert (space.proxies, local.proxies) == (1, 0)
+    assert space.address(request("10.16.3.80", "6.6.6.6, 198.51.100.7")) == "198.51.100.7"
+    assert space.address(request("10.16.3.80", "6.6.6.6", "198.51.100.7")) == "198.51.100.7"  # two header lines
+    assert space.address(request("10.16.3.80")) == "10.16.3.80"  # no header: the connection
+    assert local.address(request("192.0.2.4", "198.51.100.7")) == "192.0.2.4"
+    two = Visitors.from_settings(Settings(trusted_proxies=2), env={"SPACE_ID": "x"})
+    assert two.address(request("10.0.0.1", "6.6.6.6, 198.51.100.7, 10.0.0.9")) == "198.51.100.7"
+    assert Visitors.from_settings(Settings(trusted_proxies=0), env={"SPACE_ID": "x"}).proxies == 0
