@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from app_helpers import post
+from clips import photo_frames, write_clip
 from conftest import photo
 from PIL import Image
 
@@ -50,6 +51,26 @@ def outcome(url: str, api: str, event: str, timeout: float = 300) -> str:
         text = "".join(r.iter_text())
     last = [line for line in text.splitlines() if line.startswith("event:")][-1]
     return last.removeprefix("event:").strip() + " " + text.rsplit("data:", 1)[-1].strip()[:300]
+
+
+# -- 2. one visitor cannot lock everyone out --------------------------------------------------------
+def test_one_visitors_clips_neither_fill_the_queue_nor_turn_photos_away(weights_dir, tmp_path):
+    """One address queues more clips than the whole queue holds (queue size 4): before, the
+    shared queue was full and every photo visitor was told "Queue is full"; now clips have
+    their own lane, the address its share of it, and the photo is answered."""
+    from servers import live_app
+
+    clip = write_clip(tmp_path / "clip.mp4", photo_frames((320, 240), 60, 10), fps=10)
+    with live_app(weights_dir, tmp_path / "app.log", ANIMEGAN_QUEUE_SIZE="4") as url:
+        sent = upload(url, clip)
+        answers = [join(url, "stylize_video", [sent, STYLE, 320, False]) for _ in range(5)]
+        status, event = join(url, "stylize", [upload(url, photo("camera.png")), STYLE, "off", ""])
+        assert status == 200, event  # a photo is taken while the clips are still queued ...
+        assert outcome(url, "stylize", event).startswith("complete")  # ... and answered
+        taken = [event for status, event in answers if status == 200]
+        refused = [said for status, said in answers if status == 503]
+        assert len(taken) == 2 and len(refused) == 3, answers  # the address's share of the clip lane
+        assert all("your share while others wait too" in said for said in refused), refused
 
 
 # -- 7. X-Forwarded-For only from a proxy the app trusts ------------------------------------------

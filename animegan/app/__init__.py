@@ -13,14 +13,28 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from ..settings import Settings
-from .limits import BodyLimit, Visitors
-from .live_tab import add_live_tab
+from .limits import BodyLimit, FairQueue, Lane, Visitors
+from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
 from .photo import App, photo_tab
 from .video_tab import add_video_tab
 
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
 MAX_UPLOAD_BYTES = 100 * 1000 * 1000  # the same, for the body limit in front of /upload
+
+
+def queue_lanes(settings: Settings) -> dict[str, Lane]:
+    """Each concurrency id's own queue bound and each visitor's share of it: photos and
+    clips never wait in (or fill) the same line, and one visitor cannot take a whole one.
+    An address gets a few sessions' share (people behind one router)."""
+    size = settings.queue_size
+    return {
+        "stylize": Lane(waiting=size, per_session=2, per_address=4),  # photos: the page and /stylize
+        "video": Lane(waiting=max(2, size // 4), per_session=1, per_address=2),  # a clip may take minutes
+        "live": Lane(waiting=size, per_session=1, per_address=4),  # webcam streams
+        # single frames: a burst is answered at once ("dropped (busy)"), so a session may send one
+        "live_api": Lane(waiting=2 * size, per_session=3 * LIVE_CONCURRENCY, per_address=4 * LIVE_CONCURRENCY),
+    }
 
 
 def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
@@ -75,9 +89,14 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
-    """Queue sized for 2 vCPU, then serve (host/port from GRADIO_SERVER_NAME/PORT)."""
+    """Queue sized for 2 vCPU, a fair share of it per visitor, then serve (host/port from
+    GRADIO_SERVER_NAME/PORT)."""
     settings = getattr(demo, "animegan_settings", None) or Settings.from_env()
-    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    visitors = getattr(demo, "animegan_visitors", None) or Visitors.from_settings(settings)
+    lanes = queue_lanes(settings)
+    fair = FairQueue(demo, lanes, visitors)
+    demo.queue(max_size=fair.total_waiting, default_concurrency_limit=1)  # the lanes' bounds come first
+    fair.install()
     limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES)
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
                                 max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]})

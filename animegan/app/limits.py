@@ -12,10 +12,15 @@
   address. The address is the connection's, unless the app runs behind proxies it trusts
   (``Settings.trusted_proxies``; one on a Hugging Face Space): then it is the entry of
   ``X-Forwarded-For`` the nearest of them wrote, which the visitor cannot choose.
+- :class:`FairQueue`: Gradio's queue has one bound for all its events and none per
+  visitor, so one visitor's clips could fill it and turn every photo away. Each lane
+  (concurrency id) gets its own bound on waiting jobs, and each session and address its
+  own share of a lane.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -140,3 +145,73 @@ class Visitors:
         if address:
             keys.append(f"address:{address}")
         return tuple(keys)
+
+
+# -- a fair share of the queue -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lane:
+    """The bounds of one concurrency id's queue."""
+
+    waiting: int  # jobs waiting (not yet running) at most; more are told to try again
+    per_session: int  # jobs of one session, running and waiting
+    per_address: int  # jobs of one address (several people behind one router), running and waiting
+
+
+BUSY = "This application is busy right now. Please try again in a minute."
+
+
+class FairQueue:
+    """Each lane's own bound and each visitor's share, checked when Gradio's queue takes a
+    job (in front of ``Queue.push``, so every way in is covered: the page, ``/call``,
+    gradio_client). A refusal is Gradio's own "queue full" answer (HTTP 503), which the
+    page and the clients show as "busy, try again"; the text says which bound was hit."""
+
+    def __init__(self, demo: Any, lanes: Mapping[str, Lane], visitors: Visitors) -> None:
+        self.demo = demo
+        self.lanes = dict(lanes)
+        self.visitors = visitors
+        self._lock = asyncio.Lock()
+        self._push = None
+
+    @property
+    def total_waiting(self) -> int:
+        return sum(lane.waiting for lane in self.lanes.values())
+
+    def install(self) -> FairQueue:
+        """Put the checks in front of the demo's queue (after ``demo.queue(...)``)."""
+        queue = self.demo._queue
+        if self._push is None:
+            self._push = queue.push
+
+            async def push(body, request, username):
+                async with self._lock:  # count and enqueue as one step
+                    refused = self.refusal(body, request)
+                    if refused:
+                        return False, refused, "queue_full"
+                    return await self._push(body=body, request=request, username=username)
+
+            queue.push = push
+        return self
+
+    def refusal(self, body: Any, request: Any) -> str | None:
+        """Why this job may not join its lane now (None: it may)."""
+        fn = self.demo.fns.get(getattr(body, "fn_index", None))
+        lane_id = getattr(fn, "concurrency_id", None)
+        lane = self.lanes.get(lane_id)
+        if lane is None:
+            return None
+        queue = self.demo._queue
+        waiting = list(getattr(queue.event_queue_per_concurrency_id.get(lane_id), "queue", ()))
+        running = [e for job in queue.active_jobs if job for e in job if e.concurrency_id == lane_id]
+        if len(waiting) >= lane.waiting:
+            return BUSY
+        session = getattr(body, "session_hash", None)
+        address = self.visitors.address(request)
+        jobs = waiting + running
+        mine = sum(1 for e in jobs if session and e.session_hash == session)
+        here = sum(1 for e in jobs if address and self.visitors.address(e.request) == address)
+        if mine >= lane.per_session or here >= lane.per_address:
+            share = lane.per_session if mine >= lane.per_session else lane.per_address
+            return (f"You already have {share} request(s) of this kind running or waiting here, your share "
+                    "while others wait too. Please try again when one of them is done.")
+        return None
