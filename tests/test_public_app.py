@@ -73,6 +73,46 @@ def test_one_visitors_clips_neither_fill_the_queue_nor_turn_photos_away(weights_
         assert all("your share while others wait too" in said for said in refused), refused
 
 
+# -- 3. live sessions hold nothing once they are over ----------------------------------------------
+def test_live_sessions_are_let_go_when_they_are_over_not_an_hour_later(stylizer, monkeypatch, tmp_path):
+    """Sessions that each send one Steady frame and leave: before, Gradio kept each one's
+    gr.State (its Stabilizer, a few MB) for an hour; now the engine holds them by session
+    and lets them go once over (no frame for live.SESSION_GAP seconds)."""
+    import gc
+
+    from app_helpers import free_port
+
+    from animegan import app as ui
+    from animegan import live
+    from animegan.app.photo import App
+    from animegan.settings import Settings
+    from animegan.steady import Stabilizer
+
+    def steadies() -> int:
+        gc.collect()
+        return sum(isinstance(o, Stabilizer) for o in gc.get_objects())
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = ui.build(app=App(stylizer, settings=Settings(backend="torch-fp32")), check_weights=False)
+    port = free_port()
+    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    frame = tmp_path / "frame.png"
+    Image.open(photo("astronaut.png")).convert("RGB").resize((160, 160)).save(frame)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        before = steadies()
+        for _ in range(8):
+            client = Client(url, verbose=False, download_files=False)
+            _, status = client.predict(handle_file(str(frame)), STYLE, 128, False, True, api_name="/stylize_frame")
+            assert "1 shown" in status
+        time.sleep(live.SESSION_GAP + 0.5)  # every one of them is over
+        Client(url, verbose=False, download_files=False).predict(handle_file(str(frame)), STYLE, 128, False, False,
+                                                                 api_name="/stylize_frame")
+        assert steadies() == before  # nothing of the eight is kept
+    finally:
+        demo.close()
+
+
 # -- 7. X-Forwarded-For only from a proxy the app trusts ------------------------------------------
 def _use_up_the_address(url: str, frame: Path) -> None:
     """Sessions from this address send frames until the address's live share is used."""

@@ -21,6 +21,10 @@ from .video_tab import add_video_tab
 
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
 MAX_UPLOAD_BYTES = 100 * 1000 * 1000  # the same, for the body limit in front of /upload
+# Gradio keeps a copy of the page's settings per session (about 100 kB each here), every
+# API call without a session being a new one, 10 000 of them by default: the app keeps no
+# gr.State, so only the most recent sessions' copies are worth their memory
+SESSIONS_KEPT = 256
 
 
 def queue_lanes(settings: Settings) -> dict[str, Lane]:
@@ -99,6 +103,7 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     fair.install()
     limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES)
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
-                                max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]})
+                                max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]},
+                                state_session_capacity=SESSIONS_KEPT)
     options.update(kwargs)
     return demo.launch(**options)
