@@ -113,6 +113,132 @@ def test_live_sessions_are_let_go_when_they_are_over_not_an_hour_later(stylizer,
         demo.close()
 
 
+# -- 4. broken uploads leave nothing on disk -------------------------------------------------------
+BOUNDARY = "animegan-test-boundary"
+
+
+def _multipart_head(name: str = "clip.mp4") -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+
+def _open_upload(url: str, headers: dict[str, str]):
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn.putrequest("POST", "/gradio_api/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    return conn
+
+
+def chunked_upload(url: str, megabytes: int) -> int:
+    """An upload without a declared length (chunked), ``megabytes`` long: the status."""
+    conn = _open_upload(url, {"Transfer-Encoding": "chunked"})
+    block = b"\0" * 1_000_000
+    try:
+        for piece in [_multipart_head()] + [block] * megabytes:
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused mid-stream: the answer is already there
+    try:
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def abandoned_upload(url: str, declared_mb: int, sent_mb: int) -> None:
+    """Declare ``declared_mb``, send ``sent_mb`` of it, and walk away (close the connection)."""
+    conn = _open_upload(url, {"Content-Length": str(declared_mb * 1_000_000)})
+    conn.send(_multipart_head())
+    for _ in range(sent_mb):
+        conn.send(b"\0" * 1_000_000)
+    conn.sock.close()
+
+
+def tiny_files(url: str, count: int) -> int:
+    """One request of ``count`` tiny files, each with its own content: the status."""
+    body = b"".join(_multipart_head(f"f{i}.txt") + f"file {i}".encode() + b"\r\n" for i in range(count))
+    body += f"--{BOUNDARY}--\r\n".encode()
+    conn = _open_upload(url, {"Content-Length": str(len(body))})
+    conn.send(body)
+    try:
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def _until(check, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def test_broken_uploads_leave_nothing_on_disk_and_nothing_survives_shutdown(weights_dir, tmp_path):
+    """An upload refused at the size limit mid-stream, one its client walks away from half
+    way, and a request of 1000 tiny files: before, the first two stayed on disk for good
+    (100 MB and 31 MB, outside what any cleanup knew) and the third left 1000 folders
+    after its files were deleted. Now the partial files are deleted when their request
+    fails, and the upload folder holds at shutdown only what it held at start."""
+    from app_helpers import AppServer, app_env
+
+    home = tmp_path / "home"
+    server = AppServer(app_env(weights_dir, home), tmp_path / "app.log").start()
+    folder = home / "gradio"  # GRADIO_TEMP_DIR: uploads and results
+    try:
+        at_start = _files(folder)
+        assert chunked_upload(server.url, 101) == 413
+        assert _until(lambda: _files(folder) == at_start, 30), sorted(_files(folder) - at_start)[:5]
+        abandoned_upload(server.url, 60, 30)
+        assert _until(lambda: _files(folder) == at_start, 60), sorted(_files(folder) - at_start)[:5]
+        assert tiny_files(server.url, 1000) == 200
+        assert len(_files(folder) - at_start) == 2000  # a folder and a file each, until they expire
+        assert server.alive()
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
+    assert _files(folder) == at_start, sorted(_files(folder) - at_start)[:5]
+
+
+def test_the_sweep_takes_only_what_gradio_left_behind(tmp_path):
+    """Between the timer's rounds: a partial upload nobody has written to for ``stale``
+    seconds and an empty content folder older than a minute go; a fresh one, a folder
+    holding a file, and anything not named as Gradio names its files stay."""
+    import os
+
+    from animegan.app.files import AppFiles
+
+    old = time.time() - 600
+    (tmp_path / "tmpab12cd_e").write_bytes(b"half an upload")
+    (tmp_path / "tmpfresh123").write_bytes(b"an upload arriving now")
+    empty, full, fresh = (tmp_path / (c * 64) for c in "abc")
+    for folder in (empty, full, fresh):
+        folder.mkdir()
+    (full / "photo.png").write_bytes(b"x")
+    (tmp_path / "deep_links").mkdir()
+    (tmp_path / "notes.txt").write_text("not Gradio's")
+    for path in (tmp_path / "tmpab12cd_e", empty, full, tmp_path / "deep_links", tmp_path / "notes.txt"):
+        os.utime(path, (old, old))
+    removed = AppFiles(tmp_path).sweep()
+    assert removed == {"partial_uploads": 1, "empty_folders": 1}
+    assert _files(tmp_path) == {"tmpfresh123", "b" * 64, "b" * 64 + "/photo.png", "c" * 64, "deep_links",
+                                "notes.txt"}
+    AppFiles(tmp_path).sweep(final=True)  # at shutdown: every partial upload and empty content folder
+    assert _files(tmp_path) == {"b" * 64, "b" * 64 + "/photo.png", "deep_links", "notes.txt"}
+
+
 # -- 7. X-Forwarded-For only from a proxy the app trusts ------------------------------------------
 def _use_up_the_address(url: str, frame: Path) -> None:
     """Sessions from this address send frames until the address's live share is used."""

@@ -7,12 +7,15 @@ whatever the page or an API client sends.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from ..settings import Settings
+from .files import UPLOAD_IDLE, AppFiles
 from .limits import BodyLimit, FairQueue, Lane, Visitors
 from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
@@ -59,8 +62,8 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
-            add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
-                         visitors=visitors, **choices)
+            live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
+                                visitors=visitors, **choices)
             add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
                           max_job_seconds=settings.video_max_job_seconds, **choices)
         gr.Markdown(footer(age / 60), elem_id="footer")
@@ -89,6 +92,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     demo.animegan_visitors = visitors
+    demo.animegan_live = live["engine"]  # launch() lets go of its finished sessions on a timer too
     return demo
 
 
@@ -101,9 +105,25 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     fair = FairQueue(demo, lanes, visitors)
     demo.queue(max_size=fair.total_waiting, default_concurrency_limit=1)  # the lanes' bounds come first
     fair.install()
-    limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES)
+    limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES,
+                       upload_idle=UPLOAD_IDLE)
+    # what Gradio's cache cleanup leaves in the upload folder (empty folders, partial uploads)
+    from gradio.utils import get_upload_folder
+
+    files = AppFiles(get_upload_folder())  # every minute, as Gradio's own cleanup
+    if getattr(demo, "animegan_live", None) is not None:
+        files.also.append(demo.animegan_live.prune)
+    demo.animegan_files = files.start()
+    if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
+        # a stop request (SIGTERM: a Space restarting, `kill`) ends the server as Ctrl-C does,
+        # so Gradio's cleanup and then ours run, instead of the process just vanishing
+        signal.signal(signal.SIGTERM, _interrupt)
     options: dict[str, Any] = dict(theme=theme(), css_paths=[CSS_FILE], js=FORCE_LIGHT_JS, show_error=True,
                                 max_file_size=MAX_FILE_SIZE, app_kwargs={"middleware": [limit]},
                                 state_session_capacity=SESSIONS_KEPT)
     options.update(kwargs)
     return demo.launch(**options)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

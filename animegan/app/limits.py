@@ -7,7 +7,9 @@
   up to the upload limit, everything else up to the request limit. A declared
   ``Content-Length`` over the limit is answered 413 before a byte of the body is read; a
   body without one (chunked) is counted as it arrives and refused as soon as it passes the
-  limit.
+  limit. An upload refused that way, cut off by its client, or stalled for ``upload_idle``
+  seconds fails as Gradio's own multipart parser fails, so the parser deletes the part it
+  had already written to disk (it only does that for its own errors).
 - :class:`Visitors`: who is asking, as the limits count it: the Gradio session and the
   address. The address is the connection's, unless the app runs behind proxies it trusts
   (``Settings.trusted_proxies``; one on a Hugging Face Space): then it is the entry of
@@ -40,30 +42,45 @@ class _TooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: 413 for request bodies over ``max_bytes`` (``upload_bytes`` on /upload)."""
 
-    def __init__(self, app, max_bytes: int, upload_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, upload_bytes: int, upload_idle: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.upload_bytes = upload_bytes
+        self.upload_idle = upload_idle
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_bytes if _UPLOAD_PATH.search(scope.get("path", "")) else self.max_bytes
+        upload = bool(_UPLOAD_PATH.search(scope.get("path", "")))
+        limit = self.upload_bytes if upload else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _refuse(send, limit)
             return
         received = 0
         started = False
+        body_done = False
 
         async def counted_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if upload and not body_done:
+                try:
+                    message = await asyncio.wait_for(receive(), self.upload_idle)
+                except asyncio.TimeoutError:
+                    raise _upload_failed(f"No data arrived for {self.upload_idle:g} s; the upload was given up.") \
+                        from None
+            else:
+                message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
+                    if upload:  # Gradio's parser deletes what it wrote, and answers 413 with this text
+                        raise _upload_failed(f"{too_large_message(limit).text} (maximum allowed size: {limit} bytes)")
                     raise _TooLarge
+            elif message["type"] == "http.disconnect" and upload and not body_done:
+                raise _upload_failed("The upload was cut off before its end.")
             return message
 
         async def watched_send(message) -> None:
@@ -77,6 +94,14 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await _refuse(send, limit)
+
+
+def _upload_failed(text: str) -> Exception:
+    """The exception Gradio's upload parser deletes its partial files for, and answers
+    (413 when the text says "maximum allowed size", else 400)."""
+    from gradio.route_utils import MultiPartException
+
+    return MultiPartException(text)
 
 
 def too_large_message(limit: int) -> UserMessage:
