@@ -50,7 +50,7 @@ def outcome(url: str, api: str, event: str, timeout: float = 300) -> str:
     with httpx.stream("GET", f"{url}/gradio_api/call/{api}/{event}", timeout=timeout) as r:
         text = "".join(r.iter_text())
     last = [line for line in text.splitlines() if line.startswith("event:")][-1]
-    return last.removeprefix("event:").strip() + " " + text.rsplit("data:", 1)[-1].strip()[:300]
+    return last.removeprefix("event:").strip() + " " + text.rsplit("data:", 1)[-1].strip()
 
 
 # -- 2. one visitor cannot lock everyone out --------------------------------------------------------
@@ -237,6 +237,64 @@ def test_the_sweep_takes_only_what_gradio_left_behind(tmp_path):
                                 "notes.txt"}
     AppFiles(tmp_path).sweep(final=True)  # at shutdown: every partial upload and empty content folder
     assert _files(tmp_path) == {"b" * 64, "b" * 64 + "/photo.png", "deep_links", "notes.txt"}
+
+
+# -- 6. identical results download whole -----------------------------------------------------------
+def _result(url: str, photo_data: dict) -> dict:
+    status, event = join(url, "stylize", [photo_data, STYLE, "off", ""])
+    assert status == 200, event
+    said = outcome(url, "stylize", event)
+    assert said.startswith("complete"), said
+    return json.loads(said.split(" ", 1)[1])[0]
+
+
+def test_identical_results_download_whole_while_others_ask_for_them(app_server):
+    """Visitors asking for the same example photo at once (12 clients x 8 requests
+    before): each result was written again under the same content-named file while
+    others downloaded it, giving truncated downloads and empty PNGs. Every download must
+    be the whole picture."""
+    import io
+    import threading
+
+    import httpx
+
+    url = app_server.url
+    sent = upload(url, photo("camera.png"))
+    first = _result(url, sent)
+    link = first.get("url") or f"{url}/gradio_api/file={first['path']}"
+    want = httpx.get(link, timeout=60).content
+    assert Image.open(io.BytesIO(want)).size == (512, 512)
+    stop, broken, downloads, results = threading.Event(), [], [0], []
+
+    def ask(n: int) -> None:  # the same photo again: the same result, handed out again
+        for _ in range(n):
+            results.append(_result(url, sent))
+
+    def download() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    got = http.get(link).content
+                except httpx.HTTPError as exc:  # a response cut short of its declared length
+                    broken.append(repr(exc))
+                    continue
+                downloads[0] += 1
+                if got != want:
+                    broken.append(f"{len(got)} of {len(want)} bytes")
+
+    readers = [threading.Thread(target=download) for _ in range(6)]
+    writers = [threading.Thread(target=ask, args=(20,)) for _ in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert len(results) == 80 and downloads[0] > 100
+    assert not broken, f"{len(broken)} of {downloads[0]} downloads broken: {broken[:5]}"
+    for result in results[:: 10]:  # and each visitor's own link gives the picture
+        assert httpx.get(result.get("url") or f"{url}/gradio_api/file={result['path']}", timeout=60).content == want
 
 
 # -- 7. X-Forwarded-For only from a proxy the app trusts ------------------------------------------

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from ..settings import Settings
-from .files import UPLOAD_IDLE, AppFiles
+from .files import UPLOAD_IDLE, AppFiles, Results
 from .limits import BodyLimit, FairQueue, Lane, Visitors
 from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
@@ -54,6 +55,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     # delete_cache: uploads, live frames, results and clips land in Gradio's cache; they are
     # deleted once older than cache_minutes (checked every minute) and all at shutdown
     age = max(60, round(settings.cache_minutes * 60))
+    # pictures go to Gradio as files written once, whole (see files.Results), kept as long
+    from gradio.utils import get_upload_folder
+
+    results = Results(Path(get_upload_folder()) / "animegan-results", max_age=age)
     with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(min(60, age), age)) as demo:
         gr.HTML(HEADER)
         notice_text = app.notice()
@@ -63,19 +68,21 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                 c = photo_tab(app)
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
             live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
-                                visitors=visitors, **choices)
+                                visitors=visitors, results=results, **choices)
             add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
                           max_job_seconds=settings.video_max_job_seconds, **choices)
         gr.Markdown(footer(age / 60), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
-        c["run"].click(app.stylize_page, [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
+        c["run"].click(results.as_files(app.stylize_page, "png", "webp", None),
+                       [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
                        [c["result"], c["compare"], c["status"]],
                        api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
-        api_trigger.click(app.stylize_api, [c["photo"], c["style"], c["faces"], c["face_style"]], [c["result"]],
+        api_trigger.click(results.as_files(app.stylize_api, "png"),
+                          [c["photo"], c["style"], c["faces"], c["face_style"]], [c["result"]],
                           api_name="stylize",
                           api_description="Photo to anime: the image, a style name "
                           f"({', '.join(app.styles)}), a face crop mode (off, portrait, paste) and, optionally, "
@@ -93,6 +100,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     demo.animegan_settings = settings  # launch() sizes the queue from them
     demo.animegan_visitors = visitors
     demo.animegan_live = live["engine"]  # launch() lets go of its finished sessions on a timer too
+    demo.animegan_results = results
     return demo
 
 
@@ -112,7 +120,9 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
 
     files = AppFiles(get_upload_folder())  # every minute, as Gradio's own cleanup
     if getattr(demo, "animegan_live", None) is not None:
-        files.also.append(demo.animegan_live.prune)
+        files.also.append(lambda final: demo.animegan_live.prune())
+    if getattr(demo, "animegan_results", None) is not None:
+        files.also.append(demo.animegan_results.sweep)
     demo.animegan_files = files.start()
     if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
         # a stop request (SIGTERM: a Space restarting, `kill`) ends the server as Ctrl-C does,

@@ -12,7 +12,12 @@ deletes those files, by age and at shutdown, but
   was read, a process killed mid-upload) is removed here once nobody has written to it
   for ``stale`` seconds;
 - the folders are never deleted: one per file, forever (1000 tiny files in one request
-  left 1000 empty folders). Empty ones are removed here once they are a minute old.
+  left 1000 empty folders). Empty ones are removed here once they are a minute old;
+- a picture an event returns is written by Gradio under its content's name, in place,
+  again for every request that makes the same picture, while others download it
+  (truncated downloads, empty PNGs). :class:`Results` writes it once, whole, under a new
+  name renamed into place, and hands Gradio that file, which Gradio copies into its cache
+  the same careful way (or reuses the copy it has).
 
 :class:`AppFiles` does that every ``every`` seconds while the app runs and once more at
 shutdown, after Gradio's own last cleanup.
@@ -21,13 +26,20 @@ shutdown, after Gradio's own last cleanup.
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from PIL import Image
 
 log = logging.getLogger("animegan.app")
 
@@ -47,7 +59,7 @@ class AppFiles:
                  empty_age: float = EMPTY_AGE) -> None:
         self.folder = Path(folder)
         self.every, self.stale, self.empty_age = every, stale, empty_age
-        self.also: list[Callable[[], object]] = []  # more work for each round (e.g. live sessions)
+        self.also: list[Callable[[bool], object]] = []  # more work for each round, given ``final``
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -73,7 +85,7 @@ class AppFiles:
                 continue  # gone already, or in use: the next round
         for work in self.also:
             try:
-                work()
+                work(final)
             except Exception as exc:  # a sweep never stops the app
                 log.warning("cleanup: %s", exc)
         return removed
@@ -102,3 +114,85 @@ def _entries(folder: Path) -> list[os.DirEntry]:
             return list(it)
     except OSError:
         return []
+
+
+class Results:
+    """Pictures an event returns, as files written once each (see the module's docstring)
+    in ``folder``, kept ``max_age`` seconds after they were last handed out."""
+
+    def __init__(self, folder: str | os.PathLike, max_age: float) -> None:
+        self.folder = Path(folder)
+        self.max_age = max_age
+        self._lock = threading.Lock()  # a sweep never takes a file that is being handed out
+
+    def save(self, img: Image.Image, fmt: str, name: str = "anime") -> str:
+        """The path of ``img`` encoded as ``fmt`` (Gradio's own encoder), written whole."""
+        from gradio.processing_utils import encode_pil_to_bytes
+
+        data = encode_pil_to_bytes(img, fmt)
+        folder = self.folder / hashlib.sha256(data).hexdigest()
+        path = folder / f"{name}.{fmt.lower()}"
+        with self._lock:
+            try:
+                os.utime(path)  # the same picture again: the file is there, whole; its age starts again
+                return str(path)
+            except FileNotFoundError:
+                pass
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(staging, path)  # readers see the old file or the new one, never a part
+            except BaseException:
+                Path(staging).unlink(missing_ok=True)
+                raise
+        return str(path)
+
+    def as_files(self, fn: Callable, *formats: str | None, name: str = "anime") -> Callable:
+        """``fn`` with its pictures returned as files: output ``i`` (or each picture in the
+        tuple at ``i``) encoded as ``formats[i]``; None leaves that output as it is."""
+
+        def convert(value: Any, fmt: str | None) -> Any:
+            if fmt is None:
+                return value
+            if isinstance(value, Image.Image):
+                return self.save(value, fmt, name)
+            if isinstance(value, tuple):
+                return tuple(convert(v, fmt) for v in value)
+            return value
+
+        @functools.wraps(fn)  # Gradio reads the signature (progress, request) through __wrapped__
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            out = fn(*args, **kwargs)
+            if len(formats) == 1 and not isinstance(out, tuple):
+                return convert(out, formats[0])
+            return tuple(convert(v, f) for v, f in zip(out, formats, strict=False)) + tuple(out[len(formats):])
+
+        return wrapper
+
+    def sweep(self, final: bool = False) -> int:
+        """Remove the pictures not handed out for ``max_age`` seconds (``final``: all)."""
+        with self._lock:
+            if final:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                return 0
+            return self._sweep_old(time.time())
+
+    def _sweep_old(self, now: float) -> int:
+        removed = 0
+        for entry in _entries(self.folder):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            for item in _entries(Path(entry.path)):
+                try:
+                    if now - item.stat(follow_symlinks=False).st_mtime > self.max_age:
+                        os.unlink(item.path)
+                        removed += 1
+                except OSError:
+                    continue
+            try:
+                os.rmdir(entry.path)  # only if nothing is left in it
+            except OSError:
+                pass
+        return removed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import live, policy
+from .files import Results
 from .limits import Visitors
 from .photo import image_source, to_gradio_error
 
@@ -30,13 +31,15 @@ def add_live_tab(
     label: str = "Live webcam",
     window: float = live.DEFAULT_WINDOW,
     visitors: Visitors | None = None,
+    results: Results | None = None,
 ) -> dict:
     """A tab that streams the webcam through the style and back at a reduced size.
 
     ``style_choices`` ((label, name) pairs) and ``default_style`` let the app offer the
     same styles as its photo tab (for example only those whose weights are available).
     ``visitors`` says who is asking (the address behind a trusted proxy); by default the
-    connection's address, whatever X-Forwarded-For says.
+    connection's address, whatever X-Forwarded-For says. ``results``: pictures go to Gradio
+    as files written once, whole (:class:`~animegan.app.files.Results`); without it, as images.
 
     Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
     (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
@@ -63,11 +66,14 @@ def add_live_tab(
             raise to_gradio_error(exc) from None
         return result
 
+    def picture(result: live.FrameResult):
+        return results.save(result.image, "jpeg", "live") if results is not None else result.image
+
     def on_stream(frame, style, size, face, steady, request: gr.Request):
         result = run(frame, style, size, face, steady, request)
         if not result.processed:  # dropped: leave the picture as it is, send nothing
             return gr.skip(), gr.skip()
-        return result.image, result.status
+        return picture(result), result.status
 
     def on_frame(frame, style, size, face, steady, request: gr.Request):
         if frame is None:
@@ -75,7 +81,7 @@ def add_live_tab(
         result = run(frame, style, size, face, steady, request)
         if not result.processed:  # no new picture: say so rather than send the last one again
             return None, "dropped (busy) · " + result.status
-        return result.image, result.status
+        return picture(result), result.status
 
     with gr.Tab(label, id="live"):
         gr.Markdown(
