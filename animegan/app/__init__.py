@@ -69,8 +69,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
             choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
             live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
                                 visitors=visitors, results=results, **choices)
-            add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
-                          max_job_seconds=settings.video_max_job_seconds, **choices)
+            clips = add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
+                                  max_job_seconds=settings.video_max_job_seconds,
+                                  outputs_folder=Path(get_upload_folder()) / "animegan-clips", outputs_max_age=age,
+                                  **choices)
         gr.Markdown(footer(age / 60), elem_id="footer")
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
@@ -101,6 +103,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     demo.animegan_visitors = visitors
     demo.animegan_live = live["engine"]  # launch() lets go of its finished sessions on a timer too
     demo.animegan_results = results
+    demo.animegan_clips = clips["outputs"]
     return demo
 
 
@@ -123,6 +126,8 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
         files.also.append(lambda final: demo.animegan_live.prune())
     if getattr(demo, "animegan_results", None) is not None:
         files.also.append(demo.animegan_results.sweep)
+    if getattr(demo, "animegan_clips", None) is not None:
+        files.also.append(demo.animegan_clips.sweep)
     demo.animegan_files = files.start()
     if not kwargs.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread():
         # a stop request (SIGTERM: a Space restarting, `kill`) ends the server as Ctrl-C does,

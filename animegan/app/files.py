@@ -195,4 +195,8 @@ class Results:
                 os.rmdir(entry.path)  # only if nothing is left in it
             except OSError:
                 pass
+        try:
+            self.folder.rmdir()  # nothing handed out for a while: no folder either (save makes it again)
+        except OSError:
+            pass
         return removed
