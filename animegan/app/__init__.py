@@ -121,7 +121,7 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     # what Gradio's cache cleanup leaves in the upload folder (empty folders, partial uploads)
     from gradio.utils import get_upload_folder
 
-    files = AppFiles(get_upload_folder())  # every minute, as Gradio's own cleanup
+    files = AppFiles(get_upload_folder(), demo=demo)  # every minute, as Gradio's own cleanup
     if getattr(demo, "animegan_live", None) is not None:
         files.also.append(lambda final: demo.animegan_live.prune())
     if getattr(demo, "animegan_results", None) is not None:

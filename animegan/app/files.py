@@ -20,7 +20,10 @@ deletes those files, by age and at shutdown, but
   the same careful way (or reuses the copy it has).
 
 :class:`AppFiles` does that every ``every`` seconds while the app runs and once more at
-shutdown, after Gradio's own last cleanup.
+shutdown. Gradio's own last cleanup runs when its server shuts down, which waits for every
+open connection to end, and an open page's heartbeat never ends: Gradio gives up after 5 s
+and the process exits without it. So the last round also deletes what Gradio's cleanup
+would have (its own function, for ``demo``), then what that leaves.
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ class AppFiles:
     """Sweeps the upload folder (see the module's docstring) on a timer and at shutdown."""
 
     def __init__(self, folder: str | os.PathLike, every: float = 60.0, stale: float = STALE,
-                 empty_age: float = EMPTY_AGE) -> None:
+                 empty_age: float = EMPTY_AGE, demo: Any = None) -> None:
         self.folder = Path(folder)
+        self.demo = demo
         self.every, self.stale, self.empty_age = every, stale, empty_age
         self.also: list[Callable[[bool], object]] = []  # more work for each round, given ``final``
         self._stop = threading.Event()
@@ -99,8 +103,15 @@ class AppFiles:
         return self
 
     def close(self) -> None:
-        """Stop the timer and sweep everything (called at exit, after Gradio's own cleanup)."""
+        """Stop the timer and sweep everything (called at exit)."""
         self._stop.set()
+        if self.demo is not None and getattr(self.demo, "delete_cache", None):
+            try:  # what Gradio's shutdown deletes, in case its server did not get that far
+                from gradio.route_utils import delete_files_created_by_app
+
+                delete_files_created_by_app(self.demo, None)
+            except Exception as exc:
+                log.warning("cleanup at exit: %s", exc)
         self.sweep(final=True)
 
     def _run(self) -> None:
