@@ -97,7 +97,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                             queue=False)
         c["faces"].change(lambda mode: gr.Dropdown(visible=mode == "paste"), c["faces"], c["face_style"],
                           api_visibility="private", queue=False)
-        demo.load(app.page_state, None, [notice, c["style"], c["face_style"], c["gallery"]],
+        demo.load(_page_state(app, results), None, [notice, c["style"], c["face_style"], c["gallery"]],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     demo.animegan_visitors = visitors
@@ -138,6 +138,20 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
                                 state_session_capacity=SESSIONS_KEPT)
     options.update(kwargs)
     return demo.launch(**options)
+
+
+def _page_state(app: App, results: Results):
+    """On each page load, as ``App.page_state``, with the gallery's thumbnails handed over as
+    files written once (a gr.Gallery made with pictures writes them again for every page,
+    in place, and keeps each distinct set in Gradio's cache for the app's life)."""
+
+    def page_state() -> tuple[Any, ...]:
+        text = app.notice()
+        thumbnails = [(results.save(img, "webp", "style"), caption) for img, caption in app.gallery()]
+        return (gr.Markdown(text, visible=bool(text)), gr.Radio(choices=app.style_choices()),
+                gr.Dropdown(choices=app.face_style_choices()), gr.update(value=thumbnails))
+
+    return page_state
 
 
 def _interrupt(signum: int, frame: Any) -> None:
