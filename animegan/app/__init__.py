@@ -39,7 +39,7 @@ def queue_lanes(settings: Settings) -> dict[str, Lane]:
     return {
         "stylize": Lane(waiting=size, per_session=2, per_address=4),  # photos: the page and /stylize
         "video": Lane(waiting=max(2, size // 4), per_session=1, per_address=2),  # a clip may take minutes
-        "live": Lane(waiting=size, per_session=1, per_address=4),  # webcam streams
+        "live": Lane(waiting=size, per_session=2, per_address=4),  # webcam streams (2: a restart overlaps the end)
         # single frames: a burst is answered at once ("dropped (busy)"), so a session may send one
         "live_api": Lane(waiting=2 * size, per_session=3 * LIVE_CONCURRENCY, per_address=4 * LIVE_CONCURRENCY),
     }
