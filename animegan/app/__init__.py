@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 from ..settings import Settings
@@ -56,8 +57,6 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     # deleted once older than cache_minutes (checked every minute) and all at shutdown
     age = max(60, round(settings.cache_minutes * 60))
     # pictures go to Gradio as files written once, whole (see files.Results), kept as long
-    from gradio.utils import get_upload_folder
-
     results = Results(Path(get_upload_folder()) / "animegan-results", max_age=age)
     with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(min(60, age), age)) as demo:
         gr.HTML(HEADER)
@@ -119,8 +118,6 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES,
                        upload_idle=UPLOAD_IDLE)
     # what Gradio's cache cleanup leaves in the upload folder (empty folders, partial uploads)
-    from gradio.utils import get_upload_folder
-
     files = AppFiles(get_upload_folder(), demo=demo)  # every minute, as Gradio's own cleanup
     if getattr(demo, "animegan_live", None) is not None:
         files.also.append(lambda final: demo.animegan_live.prune())
