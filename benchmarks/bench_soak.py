@@ -383,36 +383,74 @@ def _sound_minutes(path: Path) -> float:
         return (c.duration or 0) / 60e6
 
 
+_SESSIONS_SCRIPT = r"""
+import gc, json, os, sys, time, tracemalloc
+from pathlib import Path
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+from gradio_client import Client, handle_file
+from animegan import Stylizer
+from animegan import app as ui
+from animegan.app.photo import App
+from animegan.settings import Settings
+from animegan.steady import Stabilizer
+
+weights, frame, port, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+settings = Settings(backend="torch-fp32")
+demo = ui.build(app=App(Stylizer(settings=settings, weights_file=weights), settings=settings), check_weights=False)
+ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+url = f"http://127.0.0.1:{port}"
+
+
+def one(steady=True):
+    client = Client(url, verbose=False, download_files=False)
+    return "1 shown" in client.predict(handle_file(frame), "face_paint_512_v2", 512, False, steady,
+                                       api_name="/stylize_frame")[1]
+
+
+def held():
+    gc.collect()
+    return sum(isinstance(o, Stabilizer) for o in gc.get_objects()), tracemalloc.get_traced_memory()[0] / 1e6
+
+
+one()
+time.sleep(4)
+one(steady=False)
+tracemalloc.start()
+base = held()
+start = time.perf_counter()
+shown = sum(one() for _ in range(count))
+seconds = time.perf_counter() - start
+during = held()
+time.sleep(4)  # every session is over: 3 s without a frame
+one(steady=False)
+after = held()
+print(json.dumps({"frames_shown": shown, "seconds": round(seconds, 1),
+                  "steady_sessions_held_after_sessions": during[0] - base[0],
+                  "traced_mb_held_after_sessions": round(during[1] - base[1], 1),
+                  "steady_sessions_held_once_over": after[0] - base[0],
+                  "traced_mb_held_once_over": round(after[1] - base[1], 1)}))
+demo.close()
+"""
+
+
 def attack_sessions(tree: Path, weights: Path, home: Path, files: Files) -> dict:
-    """19.3: sessions that send one Steady frame at 512 px each and leave, on a server of
-    their own (a server that has worked a while has freed heap to reuse, which hides growth)."""
-    import gradio_client
+    """19.3: sessions that send one Steady frame at 512 px each and leave. Measured inside
+    the server's process (the app built and launched there, driven over HTTP): how many
+    sessions' Steady state is still held and the memory Python's allocations hold
+    (tracemalloc: numpy arrays included), after the sessions and once they are over. RSS
+    says little here: freed heap is reused and trimmed at the allocator's own pace."""
+    from app_helpers import free_port
 
     count = 20 if files.quick else 200
-    with start_app(tree, weights, home) as server:
-        url, pid = server.url, server.proc.pid
-        frame = gradio_client.handle_file(str(files.frame640))
-
-        def one(steady: bool = True) -> bool:
-            client = gradio_client.Client(url, verbose=False, download_files=False)
-            _, status = client.predict(frame, STYLE, 512, False, steady, api_name="/stylize_frame")
-            return "1 shown" in status
-
-        while not one():  # warm-up: the 512 px buffers (frames are dropped while thumbnails are made)
-            time.sleep(1)
-        time.sleep(4)
-        rss0, _ = rss_mb(pid)
-        start = time.perf_counter()
-        shown = sum(one() for _ in range(count))
-        seconds = time.perf_counter() - start
-        rss1, _ = rss_mb(pid)
-        time.sleep(4)  # every session is over (3 s without a frame)
-        one(steady=False)
-        rss2, _ = rss_mb(pid)
-    row = {"attack": f"19.3: {count} sessions, one Steady frame each at 512 px, then gone (a fresh server)",
-           "frames_shown": shown, "seconds": round(seconds, 1), "rss_before_mb": round(rss0),
-           "rss_after_sessions_mb": round(rss1), "rss_after_they_are_over_mb": round(rss2),
-           "held_mb_per_session": round((rss2 - rss0) / count, 2)}
+    env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1", ANIMEGAN_WEIGHTS_DIR=str(weights),
+               HF_HOME=str(home / "hf"), GRADIO_TEMP_DIR=str(home / "gradio"))
+    home.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-c", _SESSIONS_SCRIPT, str(weights / f"{STYLE}.pt"),
+                           str(files.frame640), str(free_port()), str(count)],
+                          env=env, capture_output=True, text=True, timeout=3600, cwd=home)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    row = {"attack": f"19.3: {count} sessions, one Steady frame each at 512 px, then gone",
+           **(json.loads(lines[-1]) if lines else {"error": done.stderr[-500:]})}
     print(json.dumps(row), flush=True)
     return row
 
