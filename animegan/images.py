@@ -103,13 +103,38 @@ def open_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     return img
 
 
-def frames_note(img: Image.Image) -> str | None:
+FRAMES_COUNTED = 10  # a frame count stops here: formats without one in the header are walked frame by frame
+_WALKED = {"GIF", "TIFF"}  # Pillow counts these by walking every frame (a 95 MB GIF: 4 million steps)
+
+
+def frame_count(img: Image.Image, limit: int = FRAMES_COUNTED) -> int:
+    """How many frames (pages) ``img`` holds, counted up to ``limit + 1`` (= "more than
+    ``limit``"): a GIF or TIFF is walked, at most that far; other formats say it in their
+    header. The image is left at the frame it was at."""
+    if not getattr(img, "is_animated", False):
+        return 1
+    if (img.format or "").upper() not in _WALKED:
+        return int(getattr(img, "n_frames", 1) or 1)
+    current, count = img.tell(), 1
+    try:
+        while count <= limit:
+            img.seek(count)
+            count += 1
+    except (EOFError, OSError, ValueError, SyntaxError):
+        pass  # the last frame, or a damaged one further on: what was counted stands
+    finally:
+        img.seek(current)
+    return count
+
+
+def frames_note(img: Image.Image, limit: int = FRAMES_COUNTED) -> str | None:
     """A note for an animated GIF/WebP/PNG or a multi-page TIFF: only its first frame is used."""
-    count = getattr(img, "n_frames", 1) or 1
+    count = frame_count(img, limit)
     if count <= 1:
         return None
     kind = "pages" if (img.format or "").upper() == "TIFF" else "frames"
-    return f"The file holds {count} {kind}; only the first was used."
+    many = f"more than {limit}" if count > limit else str(count)
+    return f"The file holds {many} {kind}; only the first was used."
 
 
 def _to_rgb(img: Image.Image) -> Decoded:
@@ -141,7 +166,9 @@ def _to_rgb(img: Image.Image) -> Decoded:
 def decode(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Open ``src``, apply its EXIF orientation, and split it into RGB + optional alpha."""
     img = open_image(src, max_pixels)
-    note = frames_note(img)
+    with _decoding(getattr(img, "filename", None) or "the image"):
+        note = frames_note(img)
+        img.load()  # the frame walk may have let go of the first frame's pixels
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the photo

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ ADDRESS_SHARE = 4  # one address (people behind one router) gets this many visit
 MAX_CHARGE = 1.0  # at most this many seconds are charged for the gap between two frames
 MAX_CLIENTS = 10_000  # clients remembered at once (the oldest are forgotten first)
 SESSION_GAP = 3.0  # no frame for this long: the next frame starts a new session
+MAX_SESSIONS = 32  # sessions kept by key at once (a Steady one holds a few MB); the least recent go first
 DETECT_EVERY = 3  # look for the face on every n-th processed frame; smooth in between
 
 
@@ -186,9 +187,35 @@ class LiveStylizer:
         self.detect_every = max(1, detect_every)
         self.usage = Usage(window)
         self._busy = threading.Lock()  # one live frame at a time in this process
+        # sessions kept here by key (the app's): a session idle for SESSION_GAP is over anyway
+        self._sessions: OrderedDict[str, LiveSession] = OrderedDict()
+        self._sessions_lock = threading.Lock()
 
     def new_session(self) -> LiveSession:
         return LiveSession()
+
+    def prune(self, now: float | None = None) -> int:
+        """Let go of the kept sessions that are over (no frame for SESSION_GAP) and of the
+        least recent beyond MAX_SESSIONS; returns how many are kept."""
+        now = time.monotonic() if now is None else now
+        with self._sessions_lock:
+            for key in [k for k, s in self._sessions.items() if now - s.last_seen > SESSION_GAP]:
+                del self._sessions[key]
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+            return len(self._sessions)
+
+    def _kept(self, key: str, now: float) -> LiveSession | None:
+        self.prune(now)
+        with self._sessions_lock:
+            return self._sessions.get(key)
+
+    def _keep(self, key: str, session: LiveSession) -> None:
+        with self._sessions_lock:
+            self._sessions[key] = session
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
 
     def _session_for(self, session: LiveSession | None, now: float) -> LiveSession:
         if session is None or now - session.last_seen > SESSION_GAP:
@@ -204,6 +231,7 @@ class LiveStylizer:
         face_crop: bool = False,
         clients: tuple[str, ...] = (),
         steady: bool = False,
+        key: str | None = None,
     ) -> tuple[LiveSession, FrameResult]:
         """Stylize ``frame`` unless another frame is being stylized (then it is dropped).
 
@@ -212,11 +240,17 @@ class LiveStylizer:
         address ADDRESS_SHARE times that). Returns the (possibly new) session and what to
         show. Raises :class:`LiveLimitReached` when the session's or a client's time is used up.
         ``steady``: blend each result with the previous one along the optical flow
-        (:mod:`animegan.steady`), for less flicker.
+        (:mod:`animegan.steady`), for less flicker. ``key``: the engine keeps the session
+        under this key (e.g. the app's session id) instead of the caller: it is let go
+        once it is over (SESSION_GAP without a frame), not when the caller forgets it.
         """
         style = self.stylizer.check_style(style or self.stylizer.style).name  # the core's policy, before any work
         now = time.monotonic()
+        if key is not None:
+            session = self._kept(key, now) or session
         session = self._session_for(session, now)
+        if key is not None:
+            self._keep(key, session)
         session.last_seen = now
         if self.time_limit and now - session.started > self.time_limit:
             raise LiveLimitReached(

@@ -85,6 +85,9 @@ class Settings:
         None, "limit the CPU's instruction sets, e.g. `AVX2` on an AVX-512 machine (oneDNN's and OpenVINO's "
         "own variables, set before the process starts; `OV_CPU_MAX_ISA` too); the machine is profiled as "
         "limited", env="ONEDNN_MAX_CPU_ISA")
+    trusted_proxies: int = _setting(
+        -1, "app: proxies in front of the app whose `X-Forwarded-For` entries are believed, counted from the "
+        "right (-1: one on a Hugging Face Space, where `SPACE_ID` is set; none elsewhere)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -12,7 +12,9 @@ What a phone clip brings, and what happens to it:
 - **Size**: the long side is scaled down to ``max_side`` (512 by default) and both sides
   are made even, as H.264 in yuv420p needs (an odd row or column is cropped, not stretched).
 - **Length**: clips longer than ``max_seconds`` are refused with a message that says so,
-  or cut to that length with ``trim=True``.
+  or cut to that length with ``trim=True``. The length is the longest stream's: a clip of
+  one picture and an hour of sound is an hour long. Every packet read, sound included,
+  is checked against the length and the job's clock, so no stream is read past either.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from .styles import get_style
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
 DEFAULT_MAX_SECONDS = 30.0
+SOUND_SLACK = 1.0  # seconds a sound track may run past the picture before it counts as the clip's length
+READ_SLACK = 2.0  # packets are interleaved this loosely: one this far past the limit ends the reading
 VIDEO_CRF = 20  # x264 quality: visually clean for flat anime colours, small files
 VIDEO_PRESET = "veryfast"  # encoding is a few % of the work; the model is the cost
 
@@ -63,6 +67,7 @@ class VideoInfo:
     codec: str
     audio_codec: str | None
     container: str
+    length: float | None = None  # seconds of the longest stream (the picture's, or a longer sound's)
 
     @property
     def has_audio(self) -> bool:
@@ -161,6 +166,18 @@ def _duration(container, stream) -> float | None:
     return None
 
 
+def _length(container, video_duration: float | None) -> float | None:
+    """The longest of the streams (and the container's own duration): what the clip costs to read."""
+    found = [video_duration]
+    if container.duration is not None and container.duration > 0:
+        found.append(container.duration / 1_000_000)
+    for stream in container.streams.audio:
+        if stream.duration is not None and stream.time_base is not None:
+            found.append(float(stream.duration * stream.time_base))
+    found = [f for f in found if f]
+    return max(found) if found else None
+
+
 def _rate(stream) -> Fraction | None:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate and 0 < float(rate) < 1000:
@@ -184,7 +201,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             w, h = h, w
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
         return VideoInfo(w, h, rotation, float(rate) if rate else 0.0, frames or None, duration,
-                         ctx.name, audio, container.format.name)
+                         ctx.name, audio, container.format.name, _length(container, duration))
     finally:
         container.close()
 
@@ -279,10 +296,14 @@ def stylize_video(
     info = probe(source)
     check_limits(source.name, info)
     notes: list[str] = []
-    if info.duration is not None and max_seconds and info.duration > max_seconds + 1e-3:
+    # the picture's length, or the sound's when it runs on well past the picture
+    length = info.duration
+    if info.length and (length is None or info.length > length + SOUND_SLACK):
+        length = info.length
+    if length is not None and max_seconds and length > max_seconds + 1e-3:
         if not trim:
-            _check_length(source.name, info.duration, max_seconds)
-        notes.append(f"Cut to the first {max_seconds:g} s of {info.duration:.1f} s.")
+            _check_length(source.name, length, max_seconds)
+        notes.append(f"Cut to the first {max_seconds:g} s of {length:.1f} s.")
     size = frame_size((info.width, info.height), max_side)
     if (info.width, info.height) != size:
         notes.append(f"Frames {info.width} x {info.height} -> {size[0]} x {size[1]}.")
@@ -342,12 +363,18 @@ class Budget:
         raise VideoError(f"{self.name} holds {count} frames or more; the limit here is {self.frames} "
                          f"({policy.VIDEO_MAX_FPS} per second of the length limit). Use a shorter clip.")
 
+    def check_clock(self, done: int, when: float | None = None) -> None:
+        """VideoError when the job ran out of time; called for every packet read, sound
+        included (``when``: where in the clip the reading is, in seconds)."""
+        if self.seconds and time.perf_counter() - self.began > self.seconds:
+            where = f", stopped at {when:.0f} s of the clip" if when is not None else ""
+            raise VideoError(f"Stylizing {self.name} took longer than the {self.seconds:g} s allowed per clip "
+                             f"here ({done} frames done{where}). Use a shorter clip or a smaller frame size.")
+
     def allows(self, done: int) -> bool:
         """False when the frame budget is spent and the clip is cut (trim); VideoError when
         it is spent without trim, or when the job ran out of time."""
-        if self.seconds and time.perf_counter() - self.began > self.seconds:
-            raise VideoError(f"Stylizing {self.name} took longer than the {self.seconds:g} s allowed per clip "
-                             f"here ({done} frames done). Use a shorter clip or a smaller frame size.")
+        self.check_clock(done)
         if self.frames and done >= self.frames:
             if not self.trim:
                 self.refuse_frames(done + 1)
@@ -434,6 +461,12 @@ def _transcode(av, stylize, source, output, info, size, limit, trim, total, prog
             except av.error.FFmpegError as exc:  # a damaged container: keep what was read
                 notes.append(f"Stopped reading at a damaged part of the file ({_first_line(exc)}).")
                 break
+            when = _packet_time(packet, t0)
+            budget.check_clock(state["done"], when)  # every packet: an hour of sound is work too
+            if limit and when is not None and when > limit + READ_SLACK:
+                if not trim:  # the header said less: the clip is longer than the limit after all
+                    _check_length(source.name, when, limit)
+                break  # every stream is past the limit from here on
             if audio is not None and packet.stream is ain:
                 audio.add(packet, t0, limit)
             elif video_open:
@@ -467,6 +500,14 @@ def _transcode(av, stylize, source, output, info, size, limit, trim, total, prog
     finally:
         out.close()
         inp.close()
+
+
+def _packet_time(packet, t0: float) -> float | None:
+    """Where a packet sits in the clip (seconds from its start); None for the end marker."""
+    stamp = packet.pts if packet.pts is not None else packet.dts
+    if stamp is None or packet.time_base is None:
+        return None
+    return float(stamp * packet.time_base) - t0
 
 
 def _flush_decoder(stream, av) -> list:

@@ -219,13 +219,15 @@ def error_toast(page, timeout_ms: int = 60_000) -> str:
     return toast.inner_text()
 
 
-def post(url: str, body: bytes, timeout: float = 60) -> tuple[int, str]:
+def post(url: str, body: bytes, timeout: float = 60, headers: dict[str, str] | None = None) -> tuple[int, str]:
     """POST ``body`` as a browser would; the server may answer (413) before it is all sent."""
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     conn.putrequest("POST", parts.path)
     conn.putheader("Content-Type", "application/json")
     conn.putheader("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        conn.putheader(name, value)
     conn.endheaders()
     try:
         conn.send(body)

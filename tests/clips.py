@@ -147,6 +147,41 @@ def frame_bomb(path: Path, count: int = 400, side: int = 32) -> Path:
     return path
 
 
+def long_sound_clip(path: Path, minutes: float, side: int = 64, rate: int = 48000, codec: str = "aac") -> Path:
+    """One black video frame and ``minutes`` of silent sound in ``codec``, in an MP4 (the
+    video stream's own duration is one frame's): the same silent packet muxed over and
+    over, so an hour is written in about a second."""
+    import av
+
+    out = av.open(str(path), "w", format="mp4")
+    v = out.add_stream("libx264", rate=25)
+    v.width = v.height = side
+    v.pix_fmt = "yuv420p"
+    a = out.add_stream(codec, rate=rate)
+    a.layout = "mono"
+    frame = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+    frame.pts = 0
+    for p in [*v.encode(frame), *v.encode()]:
+        out.mux(p)
+    step = a.codec_context.frame_size or 1024
+    silent = []
+    for k in range(0, rate, step):
+        chunk = av.AudioFrame(format=a.codec_context.format.name, layout="mono", samples=step)
+        for plane in chunk.planes:
+            plane.update(bytes(plane.buffer_size))
+        chunk.sample_rate, chunk.pts = rate, k
+        silent += list(a.encode(chunk))
+    template = silent[len(silent) // 2]
+    step, data, base = template.duration or step, bytes(template), template.time_base
+    for i in range(int(minutes * 60 * rate / step)):
+        packet = av.Packet(data)
+        packet.pts = packet.dts = i * step
+        packet.time_base, packet.duration, packet.stream = base, step, a
+        out.mux(packet)
+    out.close()
+    return path
+
+
 # -- a moving camera over a real photo (flicker tests and benchmark) --
 MOVING_SIZE = (160, 120)
 

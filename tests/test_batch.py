@@ -276,6 +276,27 @@ def test_dst_inside_src_is_not_an_input(tmp_path):
     assert [rel for rel, _ in list_inputs(str(tmp_path), str(tmp_path / "out"))] == ["p.png"]
 
 
+def test_a_batch_into_its_own_folder_never_restylizes_its_outputs(tmp_path, weights_dir):
+    """``animegan batch SRC SRC`` (issue 19, item 8): the outputs land among the inputs; a
+    rerun finds them done, not new (it made 6 -> 12 -> 25 files)."""
+    for name in ("astronaut.png", "coffee.png", "chelsea.png"):
+        img = Image.open(photo(name)).convert("RGB")
+        img.thumbnail((48, 48))
+        img.save(tmp_path / name)
+    inputs = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    first = run_batch(tmp_path, tmp_path, "--max-side", MAX_SIDE, weights_dir=weights_dir)
+    assert first.returncode == 0, first.stderr
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == sorted([*inputs, "astronaut_anime.png", "chelsea_anime.png", "coffee_anime.png", MANIFEST_NAME])
+    for _ in range(2):
+        again = run_batch(tmp_path, tmp_path, "--max-side", MAX_SIDE, weights_dir=weights_dir)
+        assert again.returncode == 0, again.stderr
+        assert "3 file(s) under" in again.stderr and "0 to do, 3 already done" in again.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == made
+    assert all((tmp_path / name).read_bytes() == data for name, data in inputs.items())
+    assert len(manifest_lines(tmp_path)) == 3
+
+
 def test_remote_storage_through_fsspec(weights_dir, monkeypatch):
     """SRC and DST on a non-local fsspec file system (memory://, as s3:// or gs:// would
     be): photos and clips read and written through fsspec, the manifest rewritten whole."""

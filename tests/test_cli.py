@@ -167,3 +167,31 @@ def test_a_failure_while_saving_is_reported_and_the_batch_goes_on(tmp_path, weig
     assert "skipped" in proc.stderr and "16383" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "small_anime.webp").is_file() and not (out / "wide_anime.webp").exists()
     assert "1 of 2 photo(s) written" in proc.stderr and not [p for p in out.iterdir() if ".part" in p.name]
+
+
+def test_a_bad_onnx_weights_file_is_a_message_not_a_traceback(tmp_path, weights_dir):
+    """Issue 19, item 8: an ONNX file that no runtime can run (an unknown op; a custom op
+    OpenVINO cannot convert), given with --weights, to the photo command and to batch."""
+    from onnx import TensorProto, helper
+
+    def graph(op: str, domain: str = "") -> bytes:
+        g = helper.make_graph([helper.make_node(op, ["x"], ["y"], domain=domain)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])])
+        opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+        model = helper.make_model(g, opset_imports=opsets)
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    (tmp_path / "unknown_op.onnx").write_bytes(graph("NoSuchOp"))
+    (tmp_path / "custom_op.onnx").write_bytes(graph("Foo", "com.example"))
+    Image.open(photo("chelsea.png")).resize((64, 48)).save(tmp_path / "cat.png")
+    said = {"unknown_op.onnx": "unknown_op.onnx is not a valid ONNX model (No Op registered for NoSuchOp",
+            "custom_op.onnx": "custom_op.onnx: OpenVINO cannot convert this ONNX graph (No conversion rule found "
+                              "for operations: com.example.Foo)"}
+    for name, message in said.items():
+        for args in ([tmp_path / "cat.png", "-o", tmp_path / "out"], ["batch", tmp_path / "cat.png", tmp_path / "b"]):
+            proc = run_cli(*args, "--weights", tmp_path / name, env_extra={"ANIMEGAN_BACKEND": "torch-fp32"})
+            assert proc.returncode != 0, proc.stderr
+            assert "Traceback" not in proc.stderr, proc.stderr
+            assert message in proc.stderr, proc.stderr

@@ -199,3 +199,19 @@ def test_an_image_over_the_pixel_limit_is_refused_as_too_large_not_as_damaged():
     with pytest.raises(ImageError, match="over the limit of 40 megapixels") as info:
         decode(big)
     assert "damaged" not in str(info.value)
+
+
+def test_a_gif_of_many_frames_is_counted_only_so_far():
+    """Issue 19, item 5: the "first frame only" note walks at most FRAMES_COUNTED frames
+    (10; Pillow's n_frames walks all of them: 4 million in a 95 MB GIF took 28 s)."""
+    frames = [Image.new("P", (48, 40), i % 2) for i in range(3000)]
+    for f in frames:
+        f.putpalette([200, 30, 30, 30, 30, 200] + [0] * 762)
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], optimize=False, disposal=1)
+    d = decode(buf.getvalue())
+    assert d.notes == ["The file holds more than 10 frames; only the first was used."]
+    r, g, b = np.asarray(d.rgb, float).reshape(-1, 3).mean(axis=0)
+    assert r > 150 and b < 80  # the first (red) frame, decoded after the walk
+    # a short animation is still counted exactly
+    assert decode(_frames("GIF")).notes == ["The file holds 2 frames; only the first was used."]

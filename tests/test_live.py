@@ -155,9 +155,9 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
         for i in range(6):
             sent = time.monotonic()
             if i == 0:
-                stream.start([uploads[0], None, *args])
+                stream.start([uploads[0], *args])
             else:
-                stream.send([uploads[i], None, *args])
+                stream.send([uploads[i], *args])
             arrived, data = wait_for_outputs(stream, i + 1)[-1]
             round_trips.append(arrived - sent)
             img = stream.fetch(data[0])
@@ -167,7 +167,7 @@ def test_stream_endpoint_in_order_small_and_without_backlog(server):
         # a burst, faster than frames can be stylized: the newest frame wins, no queue builds up
         before = len(stream.outputs())
         for i in range(CELLS):
-            stream.send([burst[i], None, *args])
+            stream.send([burst[i], *args])
         last_sent = time.monotonic()
         deadline = time.monotonic() + 60
         while True:
@@ -194,11 +194,11 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
         stream = StreamSession(url, "live")
         args = ["face_paint_512_v2", 128, False, False]
         frame = stream.upload(marked_frame(1))
-        stream.start([frame, None, *args])
+        stream.start([frame, *args])
         deadline = time.monotonic() + 60
         while not stream.done.is_set() and time.monotonic() < deadline:
             time.sleep(0.3)
-            if not stream.send([frame, None, *args]):
+            if not stream.send([frame, *args]):
                 break  # the server ended the stream
         assert stream.done.wait(30)
         last = stream.messages[-1][1]
@@ -209,11 +209,11 @@ def test_stream_stops_at_the_time_limit_with_a_message(weights_dir, tmp_path):
         # another visitor (or the same one starting again) is served
         again = StreamSession(url, "live")
         second = again.upload(marked_frame(2))
-        again.start([second, None, *args])
+        again.start([second, *args])
         deadline = time.monotonic() + 60  # keep sending as a browser does: a busy moment drops a frame
         while not again.outputs() and not again.done.is_set() and time.monotonic() < deadline:
             time.sleep(0.3)
-            again.send([second, None, *args])
+            again.send([second, *args])
         _, data = wait_for_outputs(again, 1)[0]
         assert read_mark(again.fetch(data[0])) == 2
         again.close()
@@ -348,3 +348,18 @@ def test_a_huge_live_frame_is_refused_from_its_header(stylizer):
     big = Image.new("RGB", (4000, 3000), (120, 90, 60))  # 12 MP, accepted: shrunk before faces are looked for
     _, result = engine.process(None, big, face_crop=True)
     assert result.processed and result.image.size == (128, 128)
+
+
+def test_the_engine_keeps_sessions_by_key_until_they_are_over(stylizer, monkeypatch):
+    """What the app relies on (issue 19, item 3): the same key continues its session, and
+    the engine holds at most MAX_SESSIONS of them, none once SESSION_GAP has passed."""
+    monkeypatch.setattr(live, "MAX_SESSIONS", 4)
+    engine = live.LiveStylizer(stylizer, side=64, time_limit=None)
+    frame = marked_frame(2, size=(80, 60))
+    _, first = engine.process(None, frame, key="a")
+    _, second = engine.process(None, frame, key="a")
+    assert "1 shown" in first.status and "2 shown" in second.status
+    for i in range(10):
+        engine.process(None, frame, key=f"other{i}")
+    assert engine.prune() == 4
+    assert engine.prune(time.monotonic() + live.SESSION_GAP + 1) == 0

@@ -143,8 +143,8 @@ def test_every_endpoint_of_the_app_refuses_a_hidden_style(hiding_app, tmp_path):
 
     stream = StreamSession(hiding_app, "live")
     img = Image.fromarray(np.full((48, 64, 3), 128, np.uint8))
-    stream.start([stream.upload(img), None, HIDDEN, 256, False, False])
-    stream.send([stream.upload(img), None, HIDDEN, 256, False, False])
+    stream.start([stream.upload(img), HIDDEN, 256, False, False])
+    stream.send([stream.upload(img), HIDDEN, 256, False, False])
     stream.close()
     errors = [m for _, m in stream.messages if m.get("msg") == "process_completed" and not m.get("success", True)]
     assert errors, stream.messages

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from clips import frame_bomb, photo_frames, read_clip, write_clip
+from clips import frame_bomb, long_sound_clip, photo_frames, read_clip, write_clip
 from conftest import ROOT, photo
 from PIL import Image
 
@@ -309,3 +309,20 @@ def test_a_damaged_sound_track_is_said_not_passed_off_as_silence(stylizer, tmp_p
     result = stylize_video(stylizer, damaged, tmp_path / "out.mp4")
     assert not result.has_audio
     assert "The clip's sound track could not be read (damaged?); the result has no sound." in result.notes
+
+
+def test_a_long_sound_track_is_the_clips_length_and_the_clock_covers_it(stylizer, tmp_path):
+    """Issue 19, item 5: one video frame and an hour of silence. The length is the
+    sound's (refused, or cut with trim, reading no further), and with no length limit the
+    job's clock stops the reading of the sound, not only of the pictures."""
+    path = long_sound_clip(tmp_path / "one_frame.mp4", minutes=60)
+    with pytest.raises(VideoError, match=r"one_frame.mp4 is 3600.0 s long; the limit here is 30 s"):
+        stylize_video(stylizer, path, tmp_path / "o.mp4", max_seconds=30)
+    result = stylize_video(stylizer, path, tmp_path / "t.mp4", max_seconds=30, trim=True)
+    assert "Cut to the first 30 s of 3600.0 s." in result.notes and result.has_audio
+    assert read_clip(tmp_path / "t.mp4")["audio_seconds"] < 30.5
+    with pytest.raises(VideoError, match=r"took longer than the 0.2 s allowed per clip here") as info:
+        stylize_video(stylizer, path, tmp_path / "c.mp4", max_seconds=None, max_job_seconds=0.2)
+    stopped = re.search(r"frames done, stopped at (\d+) s of the clip", str(info.value))
+    assert stopped and int(stopped.group(1)) < 3600, str(info.value)  # not read to the end first
+    assert not list(tmp_path.glob("*c.mp4"))

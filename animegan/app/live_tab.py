@@ -11,6 +11,8 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import live, policy
+from .files import Results
+from .limits import Visitors
 from .photo import image_source, to_gradio_error
 
 LIVE_STREAM_EVERY = 0.1  # seconds between webcam frames sent by the browser
@@ -28,11 +30,16 @@ def add_live_tab(
     concurrency_limit: int = LIVE_CONCURRENCY,
     label: str = "Live webcam",
     window: float = live.DEFAULT_WINDOW,
+    visitors: Visitors | None = None,
+    results: Results | None = None,
 ) -> dict:
     """A tab that streams the webcam through the style and back at a reduced size.
 
     ``style_choices`` ((label, name) pairs) and ``default_style`` let the app offer the
     same styles as its photo tab (for example only those whose weights are available).
+    ``visitors`` says who is asking (the address behind a trusted proxy); by default the
+    connection's address, whatever X-Forwarded-For says. ``results``: pictures go to Gradio
+    as files written once, whole (:class:`~animegan.app.files.Results`); without it, as images.
 
     Endpoints: ``/live`` (the stream event, used by the browser) and ``/stylize_frame``
     (one frame per call, for API clients: (image, style, size, face crop) -> (image, status);
@@ -40,33 +47,41 @@ def add_live_tab(
     starts with "dropped (busy)"). Returns the components.
     """
     engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit, window=window)
+    visitors = visitors or Visitors()
 
-    def run(frame, session, style, size, face, steady, request):
+    def run(frame, style, size, face, steady, request):
         # preprocess=False: the frame arrives as an upload (path) or data URL, and the engine
-        # reads its size from the header before decoding it (no decoding by Gradio first)
+        # reads its size from the header before decoding it (no decoding by Gradio first).
+        # The engine keeps each session's state (counters, Steady's last frames) by the
+        # Gradio session and lets it go a few seconds after its last frame; a gr.State
+        # would be kept by Gradio for an hour after the page is closed.
         frame = image_source(frame) if frame is not None else None
+        key = getattr(request, "session_hash", None)
         try:
-            session, result = engine.process(session, frame, style, size, face_crop=face,
-                                             clients=client_keys(request), steady=bool(steady))
+            _, result = engine.process(None, frame, style, size, face_crop=face, clients=visitors.keys(request),
+                                       steady=bool(steady), key=key)
         except live.LiveLimitReached as exc:
             raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
         except Exception as exc:
             raise to_gradio_error(exc) from None
-        return session, result
+        return result
 
-    def on_stream(frame, session, style, size, face, steady, request: gr.Request):
-        session, result = run(frame, session, style, size, face, steady, request)
+    def picture(result: live.FrameResult):
+        return results.save(result.image, "jpeg", "live") if results is not None else result.image
+
+    def on_stream(frame, style, size, face, steady, request: gr.Request):
+        result = run(frame, style, size, face, steady, request)
         if not result.processed:  # dropped: leave the picture as it is, send nothing
-            return gr.skip(), gr.skip(), session
-        return result.image, result.status, session
+            return gr.skip(), gr.skip()
+        return picture(result), result.status
 
-    def on_frame(frame, session, style, size, face, steady, request: gr.Request):
+    def on_frame(frame, style, size, face, steady, request: gr.Request):
         if frame is None:
             raise gr.Error("No frame received; send an image.", print_exception=False)
-        session, result = run(frame, session, style, size, face, steady, request)
+        result = run(frame, style, size, face, steady, request)
         if not result.processed:  # no new picture: say so rather than send the last one again
-            return None, "dropped (busy) · " + result.status, session
-        return result.image, result.status, session
+            return None, "dropped (busy) · " + result.status
+        return picture(result), result.status
 
     with gr.Tab(label, id="live"):
         gr.Markdown(
@@ -90,31 +105,14 @@ def add_live_tab(
             with gr.Column():
                 out = gr.Image(label="Anime, live", format="jpeg", interactive=False, elem_id="live-output")
                 status = gr.Textbox(label="Frame rate and delay", interactive=False, elem_id="live-status")
-        state = gr.State(None)
-        cam.stream(on_stream, [cam, state, style, size, face, steady], [out, status, state], api_name="live",
+        cam.stream(on_stream, [cam, style, size, face, steady], [out, status], api_name="live",
                    stream_every=stream_every, time_limit=int(time_limit) + 5,
                    concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden",
                    preprocess=False)
         api_button = gr.Button("Stylize one frame", visible=False)
-        api_button.click(on_frame, [cam, state, style, size, face, steady], [out, status, state],
+        api_button.click(on_frame, [cam, style, size, face, steady], [out, status],
                          api_name="stylize_frame",
                          concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden",
                          preprocess=False)
     return {"webcam": cam, "output": out, "status": status, "style": style, "size": size, "face": face,
             "steady": steady, "engine": engine}
-
-
-def client_keys(request: gr.Request | None) -> tuple[str, ...]:
-    """Who is asking, as the live limits count it: the Gradio session and the address
-    (behind a proxy such as a Space's, the address the proxy saw: the last X-Forwarded-For
-    entry, which the client cannot choose)."""
-    if request is None:
-        return ()
-    keys = []
-    if getattr(request, "session_hash", None):
-        keys.append(f"session:{request.session_hash}")
-    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-    host = forwarded or (request.client.host if request.client else "")
-    if host:
-        keys.append(f"address:{host}")
-    return tuple(keys)

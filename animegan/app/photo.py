@@ -204,14 +204,6 @@ class App:
         name = names[index] if 0 <= index < len(names) else self.default_style()
         return gr.Radio(value=name), self.licence(name)
 
-    def page_state(self) -> tuple[Any, ...]:
-        """On each page load: the current notice, style labels and gallery (weights and
-        thumbnails may have arrived since)."""
-        text = self.notice()
-        return (gr.Markdown(text, visible=bool(text)), gr.Radio(choices=self.style_choices()),
-                gr.Dropdown(choices=self.face_style_choices()), gr.Gallery(value=self.gallery()),
-                gr.Markdown(self.server_info()))
-
     def server_info(self) -> str:
         """The settings footer: this machine in short (``animegan info`` has it in full)."""
         loaded = self.stylizer.loaded_backend(self.default_style())

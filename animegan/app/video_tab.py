@@ -7,6 +7,7 @@ a time (concurrency id "video"): its frames take turns with photos anyway.
 from __future__ import annotations
 
 import atexit
+import math
 import shutil
 import tempfile
 import threading
@@ -23,30 +24,50 @@ VIDEO_CONCURRENCY = 1
 
 
 class _Outputs:
-    """Result clips are written to temporary folders (Gradio then copies them into its own
-    cache, which it cleans): keep the last few for at most ``max_age`` seconds, and delete
-    all of them when the process exits."""
+    """Result clips are written to temporary folders in ``folder`` (Gradio then copies them
+    into its own cache, which it cleans): keep the last few, each for at most ``max_age``
+    seconds after its job ended (checked by :meth:`sweep`, which the app runs every minute,
+    and when a new clip starts), and delete all of them when the process exits."""
 
-    def __init__(self, keep: int = 8, max_age: float = 600.0) -> None:
+    def __init__(self, keep: int = 8, max_age: float = 600.0, folder: str | Path | None = None) -> None:
         self.folders: deque[tuple[float, Path]] = deque()
         self.keep = keep
         self.max_age = max_age
+        self.folder = folder
         self.lock = threading.Lock()
         atexit.register(self.clear)
 
     def new(self, source: Path) -> Path:
-        folder = Path(tempfile.mkdtemp(prefix="animegan-video-"))
-        now = time.monotonic()
         with self.lock:
-            self.folders.append((now, folder))
-            while len(self.folders) > self.keep or (self.folders and self.folders[0][0] < now - self.max_age):
-                shutil.rmtree(self.folders.popleft()[1], ignore_errors=True)
+            if self.folder is not None:
+                Path(self.folder).mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="animegan-video-", dir=self.folder))
+            self.folders.append((math.inf, folder))  # in use: its age starts when its job ends
+        self.sweep()
         return folder / f"{source.stem}_anime.mp4"
 
-    def clear(self) -> None:
+    def done(self, path: Path) -> None:
+        """The job writing ``path`` ended (done or failed): its folder's age starts now."""
         with self.lock:
-            while self.folders:
-                shutil.rmtree(self.folders.popleft()[1], ignore_errors=True)
+            self.folders = deque((time.monotonic() if f == path.parent else t, f) for t, f in self.folders)
+
+    def sweep(self, final: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            finished = [(t, f) for t, f in self.folders if t != math.inf]
+            old = {f for _, f in self.folders} if final else {f for t, f in finished if t < now - self.max_age}
+            old |= {f for _, f in sorted(finished)[:max(0, len(finished) - self.keep)]}
+            self.folders = deque((t, f) for t, f in self.folders if f not in old)
+            for folder in old:
+                shutil.rmtree(folder, ignore_errors=True)
+            if self.folder is not None and not self.folders:
+                try:
+                    Path(self.folder).rmdir()  # no clip kept: no folder either (new() makes it again)
+                except OSError:
+                    pass
+
+    def clear(self) -> None:
+        self.sweep(final=True)
 
 
 def add_video_tab(
@@ -59,12 +80,16 @@ def add_video_tab(
     max_job_seconds: float | None = None,
     concurrency_limit: int = VIDEO_CONCURRENCY,
     label: str = "Video",
+    outputs_folder: str | Path | None = None,
+    outputs_max_age: float = 600.0,
 ) -> dict:
     """A tab that takes a clip and gives back its anime version with the original sound.
 
-    Endpoint: ``/stylize_video`` (clip, style, max side, trim) -> (clip, status).
+    Endpoint: ``/stylize_video`` (clip, style, max side, trim) -> (clip, status). Result
+    clips are kept in ``outputs_folder`` (the system's temporary folder by default) for
+    ``outputs_max_age`` seconds after their job ends; the returned ``"outputs"`` sweeps them.
     """
-    outputs = _Outputs()
+    outputs = _Outputs(max_age=outputs_max_age, folder=outputs_folder)
 
     def on_video(path, style, side, trim, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
         if not path:
@@ -80,12 +105,15 @@ def add_video_tab(
             else:
                 progress(None, desc=f"Frame {done}", unit="frames")
 
+        target = outputs.new(source)
         try:
-            result = video.stylize_video(stylizer, source, outputs.new(source), style=style or None,
+            result = video.stylize_video(stylizer, source, target, style=style or None,
                                          max_side=side, max_seconds=max_seconds, trim=bool(trim), progress=report,
                                          max_job_seconds=max_job_seconds)
         except Exception as exc:
             raise to_gradio_error(exc) from None
+        finally:
+            outputs.done(target)
         return str(result.path), " ".join([result.summary(), *result.notes])
 
     with gr.Tab(label, id="video"):
@@ -108,4 +136,5 @@ def add_video_tab(
                 status = gr.Textbox(label="Result", interactive=False, elem_id="video-status")
         button.click(on_video, [clip, style, side, trim], [out, status], api_name="stylize_video",
                      concurrency_limit=concurrency_limit, concurrency_id="video", show_progress_on=out)
-    return {"input": clip, "output": out, "status": status, "style": style, "side": side, "trim": trim}
+    return {"input": clip, "output": out, "status": status, "style": style, "side": side, "trim": trim,
+            "outputs": outputs}

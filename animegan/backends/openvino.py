@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..files import install_folder, new_folder_beside, sha256_file
-from ..models.onnx import OnnxGenerator
+from ..models.onnx import OnnxGenerator, OnnxModelError
 from ..runtime import Runtime
 from .artefacts import source_hash
 from .base import BackendUnavailable
@@ -95,7 +95,13 @@ def convert(module: nn.Module, example: tuple, inputs: list) -> ov.Model:
 def to_openvino(source: Source, rt: Runtime) -> ov.Model:
     """The generator as a float ov.Model with a dynamic height and width."""
     if isinstance(source, OnnxGenerator):  # the adapted graph: 1x3xHxW in [-1, 1], any size
-        return rt.openvino().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+        try:
+            return rt.openvino().read_model(source.adapted_bytes(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+        except RuntimeError as exc:  # a valid graph OpenVINO cannot convert: a message, not a traceback
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "http" not in ln]
+            said = [ln.strip("- ") for ln in lines if ln.startswith("--")] or lines[2:3]  # the summary's items
+            raise OnnxModelError(f"{source.path.name}: OpenVINO cannot convert this ONNX graph"
+                                 + (f" ({'; '.join(said)[:200]})." if said else ".")) from None
     if isinstance(source, (str, Path)):
         return rt.openvino().read_model(str(source))
     return convert(source.eval(), torch.zeros(1, 3, 64, 64), [(1, 3, -1, -1)])

@@ -100,9 +100,10 @@ def fingerprint(info: dict) -> str:
     return str(info.get("size"))
 
 
-def list_inputs(src: str, dst: str) -> list[tuple[str, dict]]:
+def list_inputs(src: str, dst: str, made: set[str] = frozenset()) -> list[tuple[str, dict]]:
     """(path relative to SRC, file info) for every photo and clip under SRC, sorted;
-    DST is left out when it lies inside SRC."""
+    DST is left out when it lies inside SRC, and so is every file in ``made`` (full
+    paths of the outputs earlier runs wrote: with DST = SRC they sit among the inputs)."""
     fs, root = open_fs(src)
     if not fs.exists(root):
         raise PlanError(f"SRC {src} does not exist.")
@@ -118,6 +119,8 @@ def list_inputs(src: str, dst: str) -> list[tuple[str, dict]]:
             continue
         if inside and (path + "/").startswith(dst_root + "/"):
             continue  # our own outputs, when DST is a folder inside SRC
+        if path in made:
+            continue  # an output of an earlier run, when DST and SRC share folders
         found.append((rel, info))
     return sorted(found)
 
@@ -180,13 +183,24 @@ def output_format(rel: str, photo_format: str) -> str:
     return "mp4" if posixpath.splitext(rel)[1].lower() in VIDEO_SUFFIXES else photo_format
 
 
+def made_outputs(options: Options, previous: dict[str, dict]) -> set[str]:
+    """Full paths (in SRC's file system) of the outputs the manifest says earlier runs
+    wrote: never inputs, even where DST and SRC share folders (``batch SRC SRC``)."""
+    src_fs, _ = open_fs(options.src)
+    dst_fs, dst_root = open_fs(options.dst)
+    if type(src_fs) is not type(dst_fs):
+        return set()
+    return {join(dst_root, row["output"]) for row in previous.values()
+            if row.get("status") == "done" and isinstance(row.get("output"), str)}
+
+
 def make_plan(options: Options, previous: dict[str, dict], retry_failed: bool = False) -> Plan:
     """Every input's task, and which of them the manifest says are already settled: done
     with these options and this version of the input, with the output still there; or
     failed the same way before (retried only with ``retry_failed``)."""
-    listed = list_inputs(options.src, options.dst)
-    outputs = plan_outputs([rel for rel, _ in listed], options)
     dst_fs, dst_root = open_fs(options.dst)
+    listed = list_inputs(options.src, options.dst, made_outputs(options, previous))
+    outputs = plan_outputs([rel for rel, _ in listed], options)
     existing = set()
     if dst_fs.exists(dst_root) and previous:
         existing = {posixpath.relpath(p, dst_root) for p in dst_fs.find(dst_root)}

@@ -38,6 +38,11 @@ def _dims(value_info) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 def detect_layout(dims: list[int | str]) -> str:
     """NCHW or NHWC from a 4-D image tensor's shape (3 colour channels second or last)."""
     if len(dims) != 4:
@@ -72,6 +77,10 @@ class OnnxGenerator:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # DecodeError and friends: not an ONNX file
             raise OnnxModelError(f"{path} is not a readable ONNX file ({type(exc).__name__}).") from None
+        try:  # an op no runtime knows, a broken graph: said here, not as a runtime's traceback later
+            onnx.checker.check_model(str(path))  # by path: external data is found beside it
+        except Exception as exc:
+            raise OnnxModelError(f"{path} is not a valid ONNX model ({_first_line(exc)}).") from None
         graph_inputs = _real_inputs(model)
         if len(graph_inputs) != 1 or len(model.graph.output) != 1:
             raise OnnxModelError(f"{path}: expected one image in and one image out, the graph has "
