@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     # A short process reaches the fast path: the first run on a machine prepares it here, in
     # the foreground (a background build would die with the process); later runs load it.
     made = prepared("animegan", args.style, rt, backend=args.backend, max_side=args.max_side or None,
-                    weights_file=args.weights, face_style=args.face_style)
+                    weights_file=args.weights, face_style=args.face_style, exact_statistics=args.exact_statistics)
     if made is None:
         return 1
     stylizer, backend = made
@@ -377,9 +377,9 @@ def _tile_bar(source: Path):
         nonlocal bar
         if "in tiles" not in text:
             return
-        if bar is None:
-            bar = tqdm(total=100, desc=source.name, unit="%", leave=False, mininterval=2,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        if bar is None:  # the rate (and so the time left) counts from here: tiles' passes cost alike
+            bar = tqdm(total=100, initial=round(fraction * 100), desc=source.name, unit="%", leave=False,
+                       mininterval=2, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         bar.update(round(fraction * 100) - bar.n)
         bar.set_postfix_str(text.split(": ", 1)[-1])
 

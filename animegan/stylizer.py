@@ -97,6 +97,7 @@ class Stylizer:
         wait_for_fast: bool = False,
         progress: ProgressFn | None = None,
         defer_fast: bool = False,
+        exact_statistics: bool = False,
     ) -> None:
         rt = runtime or _runtime_for(settings)
         self.runtime = rt.with_settings(settings) if settings is not None else rt
@@ -105,6 +106,7 @@ class Stylizer:
         self.backend_name = backend or self.settings.backend
         self.max_side = max_side
         self.max_pixels = max_pixels
+        self.exact_statistics = exact_statistics  # tiles: layer-by-layer statistics (slow) instead of the fast ones
         self.wait_for_fast = wait_for_fast
         self._prepare_progress = progress
         self._fast_started = not defer_fast
@@ -212,9 +214,9 @@ class Stylizer:
         ``backend`` names another backend than the Stylizer's (``float32``);
         ``background=True`` lets foreground work go first (thumbnails).
 
-        A picture whose pass would not fit the memory budget goes in tiles with its exact
-        statistics (``animegan.tiles``), as big as the budget allows; ``progress`` hears
-        of every tile pass."""
+        A picture whose pass would not fit the memory budget goes in tiles with the whole
+        picture's statistics (``animegan.tiles``: fast, or exact with ``exact_statistics``),
+        as big as the budget allows; ``progress`` hears of every tile pass."""
         be = self.backend(style, backend)
         if not self.fits_in_one_pass(style, img.size, be):
             return self._run_tiled(style, img, progress)
@@ -241,7 +243,7 @@ class Stylizer:
                                      room)
         kind = "tiles" if engine.family == "torch" else engine.family
         return stylize_tiled(engine, img, tile=side, margin=tile_layout.MARGIN, progress=tile_progress,
-                             hold=lambda: self.runtime.inference(kind))
+                             hold=lambda: self.runtime.inference(kind), exact=self.exact_statistics)
 
     def detect_faces(self, img: Image.Image, *, wait: bool = True) -> list[facelib.Face]:
         """Faces in ``img``, largest first (MTCNN takes the cores like a model pass)."""

@@ -62,6 +62,7 @@ def photo_of(size: tuple[int, int], path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a 12 MP picture in tiles on a slow, busy 2-core machine
 @pytest.mark.parametrize(("backend", "size"), [("torch-fp32", (2048, 1536)), ("openvino-int8", (4032, 3024))])
 def test_a_picture_stays_within_the_memory_budget(backend, size, tmp_path):
     src = photo_of(size, tmp_path / "big.jpg")

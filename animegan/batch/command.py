@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     options = Options(src=args.src, dst=args.dst, style=args.style, face_crop=args.face_crop,
                       max_side=args.max_side, format=args.format, suffix=args.suffix,
                       video_max_side=args.video_max_side, max_seconds=args.max_seconds, trim=args.trim,
-                      backend=args.backend, weights=os.path.abspath(args.weights) if args.weights else None)
+                      backend=args.backend, weights=os.path.abspath(args.weights) if args.weights else None,
+                      exact_statistics=args.exact_statistics)
     try:
         rt = runtime.start(Settings.from_env())
     except ValueError as exc:

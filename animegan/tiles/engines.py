@@ -5,7 +5,8 @@ int8 with the very quantization ranges of the style's int8 backend).
 - ``engine.tile(x, stats, masks, grids, stop=None)`` -> ``(image or None, measured)``:
   a tile with the whole picture's statistics; with ``stop=k`` the pass ends at
   normalisation layer k and returns only what that layer measured (mean, variance), so a
-  statistics pass costs only the layers before it.
+  statistics pass costs only the layers before it; with ``measure=True`` a whole pass
+  that also returns what every layer measured over the tile's core (L x 2).
 - ``engine.frame(x, stats, alpha, grids)`` -> ``(image, measured)``: a whole picture
   normalised with ``alpha * stats + (1 - alpha) * its own`` (``alpha = 0``: the plain
   generator), reporting its own statistics (steadier video carries them to the next frame).
@@ -24,6 +25,7 @@ from ..runtime import Runtime
 
 __all__ = ["OpenVINOEngine", "TorchEngine", "UnsupportedGenerator", "engine_for"]
 
+ALL = "all"  # OpenVINOEngine._compiled_for: the whole graph, image and every layer's statistics
 Grids = tuple[np.ndarray, ...]
 Masks = tuple[np.ndarray, ...]
 
@@ -43,13 +45,17 @@ class TorchEngine:
         self._layout = torch.contiguous_format if name == "torch-exact" else torch.channels_last
         self._lock = threading.Lock()  # the layers of a net share one pass state
 
-    def _run(self, mode: str, x: np.ndarray, args: tuple, stop: int | None = None):
+    def _run(self, mode: str, x: np.ndarray, args: tuple, stop: int | None = None, measure: bool = False):
         net = self._nets[mode]
         tensors = [torch.from_numpy(np.asarray(a)) for a in args]
         with self._lock, torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self._bf16):
             t = torch.from_numpy(x).contiguous(memory_format=self._layout)
             if stop is None:
-                y, measured = net(t, *tensors)
+                net.measure_all = measure  # frames always measure; a tile only when asked
+                try:
+                    y, measured = net(t, *tensors)
+                finally:
+                    net.measure_all = False
                 return y.float().contiguous().numpy(), measured.float().numpy()
             net.stop = stop
             try:
@@ -60,9 +66,10 @@ class TorchEngine:
                 net.stop = None
             return None, net.state.measured[stop].float().numpy()
 
-    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None):
-        y, measured = self._run("tiles", x, (stats, *masks, *grids), stop)
-        return y, (measured if stop is not None else None)
+    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None,
+             measure: bool = False):
+        y, measured = self._run("tiles", x, (stats, *masks, *grids), stop, measure)
+        return y, (measured if stop is not None or measure else None)
 
     def frame(self, x: np.ndarray, stats: np.ndarray, alpha: float, grids: Grids):
         return self._run("frames", x, (stats, np.float32(alpha), *grids))
@@ -75,8 +82,9 @@ class OpenVINOEngine:
 
     With ``ranges`` (the int8 backend's), every pass runs int8, statistics included, so
     tiles are normalised with the statistics of int8 activations, as the untiled int8
-    picture is. A statistics pass is compiled for its layer and dropped after it: a
-    compiled model keeps its working memory, and 24 of them would hold gigabytes.
+    picture is. One tile pass is compiled at a time (a statistics pass, or the image) and
+    dropped for the next: a compiled model keeps its working memory, and 24 of them would
+    hold gigabytes.
     """
 
     family = "openvino"
@@ -111,14 +119,18 @@ class OpenVINOEngine:
         """Compiled model and input order: ``output=None`` the image only, else layer ``output``'s statistics."""
         key = (mode, output)
         if key not in self._compiled:
-            for old in [k for k in self._compiled if k[1] is not None]:  # one statistics pass at a time
+            # one tile pass compiled at a time (a statistics pass, or the image): each keeps its
+            # working memory, and the tiles of a big picture are as big as the memory allows
+            for old in [k for k in self._compiled if k[0] == "tiles"]:
                 del self._compiled[old]
             import openvino as ov
 
             int8 = bool(self._ranges)
             graph = self._graph(mode, int8)
             params = list(graph.get_parameters())
-            if output is None:
+            if output == ALL:
+                result = None  # the image and every layer's statistics
+            elif output is None:
                 result = graph.outputs[0] if mode == "tiles" else None
             else:
                 result = _layer_outputs(graph)[output]
@@ -136,8 +148,12 @@ class OpenVINOEngine:
                            for port in compiled.inputs})
             return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
-    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None):
+    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None,
+             measure: bool = False):
         inputs = [x, stats, *masks, *grids]
+        if measure:
+            y, measured = self._infer("tiles", ALL, inputs)
+            return y, measured
         if stop is None:
             return self._infer("tiles", None, inputs)[0], None
         return None, self._infer("tiles", stop, inputs)[0].reshape(2)
