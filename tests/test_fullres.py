@@ -139,8 +139,10 @@ def test_the_lite_generator_tiles_too():
     reference = untiled(g, img)
     out = stylize_tiled(engine, img, tile=TILE, margin=MARGIN, exact=True)
     assert out.size == img.size and psnr8(out, reference) >= 60
-    fast = stylize_tiled(engine, img, tile=TILE, margin=MARGIN)
+    steps = []
+    fast = stylize_tiled(engine, img, tile=TILE, margin=MARGIN, progress=lambda d, t, text: steps.append((d, t)))
     assert fast.size == img.size and psnr8(fast, reference) >= 40
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps) and steps[-1][0] == steps[-1][1]  # one bar, to its end
 
 
 def test_a_generator_without_group_norms_is_refused_clearly():

@@ -7,6 +7,8 @@ int8 with the very quantization ranges of the style's int8 backend).
   normalisation layer k and returns only what that layer measured (mean, variance), so a
   statistics pass costs only the layers before it; with ``measure=True`` a whole pass
   that also returns what every layer measured over the tile's core (L x 2).
+- ``engine.release()``: let go of what the passes so far keep (OpenVINO's compiled passes
+  keep their working memory).
 - ``engine.frame(x, stats, alpha, grids)`` -> ``(image, measured)``: a whole picture
   normalised with ``alpha * stats + (1 - alpha) * its own`` (``alpha = 0``: the plain
   generator), reporting its own statistics (steadier video carries them to the next frame).
@@ -65,6 +67,9 @@ class TorchEngine:
             finally:
                 net.stop = None
             return None, net.state.measured[stop].float().numpy()
+
+    def release(self) -> None:
+        """Nothing to let go: PyTorch's memory goes back with the allocator's policy."""
 
     def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None,
              measure: bool = False):
@@ -138,6 +143,12 @@ class OpenVINOEngine:
             names = {p.output(0).get_any_name(): i for i, p in enumerate(params)}
             self._compiled[key] = (self._core.compile_model(model, "CPU", self._config), names)
         return self._compiled[key]
+
+    def release(self) -> None:
+        """Let go of every compiled pass and its working memory (the passes of a big
+        picture's statistics, before its tiles: 0.9 GB at 12 MP on int8, measured)."""
+        with self._lock:
+            self._compiled.clear()
 
     def _infer(self, mode: str, output: int | None, inputs: list) -> list[np.ndarray]:
         with self._lock:

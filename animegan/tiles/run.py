@@ -87,10 +87,14 @@ def _as_input(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((rgb.astype(np.float32) * np.float32(2 / 255) - np.float32(1)).transpose(2, 0, 1)[None])
 
 
+def _reduced_size(h: int, w: int, scale: float, multiple: int) -> tuple[int, int]:
+    """(w, h) at ``scale``, in whole strides of the network."""
+    return max(multiple, int(w * scale) // multiple * multiple), max(multiple, int(h * scale) // multiple * multiple)
+
+
 def _reduce(rgb: np.ndarray, scale: float, multiple: int) -> np.ndarray:
-    """``rgb`` area-averaged to ``scale`` of its size, in whole strides of the network."""
-    h, w = rgb.shape[:2]
-    size = (max(multiple, int(w * scale) // multiple * multiple), max(multiple, int(h * scale) // multiple * multiple))
+    """``rgb`` area-averaged to ``scale`` of its size."""
+    size = _reduced_size(*rgb.shape[:2], scale, multiple)
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
 
 
@@ -157,8 +161,8 @@ def fast_statistics_pixels(size: tuple[int, int], multiple: int, *, pixels: int 
     progress bar's share of it."""
     h, w = size
     scale = min(MAX_REDUCTION, math.sqrt(pixels / (h * w)))
-    return int(h * w * scale * scale) + sum(side * side for _, _, side in crop_places(size, crop_side, coverage,
-                                                                                      multiple))
+    rw, rh = _reduced_size(h, w, scale, multiple)
+    return rw * rh + sum(side * side for _, _, side in crop_places(size, crop_side, coverage, multiple))
 
 
 def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, margin: int = layout.MARGIN,
@@ -199,6 +203,7 @@ def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, mar
         stats = whole_statistics(engine, rgb, places, step, hold)
     else:
         stats = fast_statistics(engine, rgb, step, hold, **fast)
+    engine.release()  # the statistics' passes keep memory the tiles need
     out = np.empty((h, w, 3), np.uint8)
     for i, (t, masks, grids) in enumerate(places):
         x = _tile_input(rgb, t)
@@ -210,5 +215,6 @@ def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, mar
         (ey0, _, ex0, _), (cy0, cy1, cx0, cx1) = t.extent, t.core
         out[cy0:cy1, cx0:cx1] = _to_uint8(y[..., cy0 - ey0:cy1 - ey0, cx0 - ex0:cx1 - ex0])
         step(f"tile {i + 1} of {len(tiles)}", work(t))
+    engine.release()
     out = out[top:top + img.height, left:left + img.width]
     return Image.fromarray(np.ascontiguousarray(out), "RGB")
