@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from animegan import Generator, WeightsError, register_style
 from animegan.styles import STYLES
-from animegan.weights import load_generator, resolve
+from animegan.weights import NotDownloaded, load_generator, resolve
 
 PROXY_BYTES = PROXY_WEIGHTS.read_bytes()
 
@@ -136,7 +136,30 @@ def test_offline_mode_without_cache_names_the_override(hub, monkeypatch):
         resolve("face_paint_512_v2", here())
     msg = str(info.value)
     assert "HF_HUB_OFFLINE is set" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
+    assert "face_paint_512_v2.pt (or .safetensors)" in msg
+    assert isinstance(info.value, NotDownloaded)  # the app says this once for all such styles
     assert hub.requests == []
+
+
+def test_an_unreachable_hub_is_asked_once_and_onnx_styles_ask_for_their_onnx_file(tmp_path, monkeypatch):
+    """Offline without HF_HUB_OFFLINE: nothing answers at the endpoint. The host is asked
+    once (no retries), and the way around names the file an ONNX style needs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert STYLES["shinkai"].is_onnx and not STYLES["shinkai"].url  # the Hub is its only source
+    with pytest.raises(NotDownloaded) as info:
+        resolve("shinkai", here())
+    msg = str(info.value)
+    assert "did not answer; not retried" in msg
+    assert "as shinkai.onnx and set ANIMEGAN_WEIGHTS_DIR" in msg and "shinkai.pt" not in msg
+    assert "local_files_only" not in msg  # huggingface_hub's advice is for developers, not shown
 
 
 @contextmanager
