@@ -22,7 +22,7 @@ from .files import UPLOAD_IDLE, AppFiles, Results
 from .limits import BodyLimit, FairQueue, Lane, Visitors
 from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
-from .photo import App, photo_tab
+from .photo import SHOW_RESULT_JS, App, photo_tab
 from .video_tab import add_video_tab
 
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
@@ -63,12 +63,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     results = Results(Path(get_upload_folder()) / "animegan-results", max_age=age)
     with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(min(60, age), age)) as demo:
         gr.HTML(HEADER)
-        notice_text = app.notice()
-        notice = gr.Markdown(notice_text, visible=bool(notice_text), elem_id="notice")
         with gr.Tabs(elem_id="modes"):
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
-            choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
+            choices = dict(style_choices=app.style_choices(), default_style=app.default_style())
             live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
                                 visitors=visitors, results=results, **choices)
             clips = add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
@@ -82,7 +80,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         c["run"].click(results.as_files(app.stylize_page, "png", "webp", None),
                        [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
                        [c["result"], c["compare"], c["status"]],
-                       api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
+                       api_visibility="private", show_progress_on=[c["result"]], js=SHOW_RESULT_JS, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
@@ -100,7 +98,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                             queue=False)
         c["faces"].change(lambda mode: gr.Dropdown(visible=mode == "paste"), c["faces"], c["face_style"],
                           api_visibility="private", queue=False)
-        demo.load(_page_state(app, results), None, [notice, c["style"], c["face_style"], c["gallery"], server],
+        demo.load(_page_state(app, results), None, [c["notice"], c["style"], c["face_style"], c["gallery"], server],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     demo.animegan_app = app  # launch() starts preparing the fast backend once the app serves
