@@ -48,14 +48,15 @@ def queue_lanes(settings: Settings) -> dict[str, Lane]:
 
 
 def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
-    """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
+    """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed);
+    the default style's warm-up and the gallery's thumbnails follow once :func:`launch` serves."""
     if settings is not None and app is None:
         runtime.start(settings)  # the process's one owner of threads, the lock, the allocator ...
     app = app or App(settings=settings)
     settings = app.settings
     visitors = Visitors.from_settings(settings)
     if check_weights:
-        app.check_weights()
+        app.check_weights(serve_first=True)
     # delete_cache: uploads, live frames, results and clips land in Gradio's cache; they are
     # deleted once older than cache_minutes (checked every minute) and all at shutdown
     age = max(60, round(settings.cache_minutes * 60))
@@ -140,8 +141,10 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     options.update(kwargs)
     result = demo.launch(prevent_thread_lock=True, **options)  # the port is open from here on
     app = getattr(demo, "animegan_app", None)
-    if app is not None and hasattr(app.stylizer, "start_fast"):
-        app.stylizer.start_fast()  # prepare the fast backend now, beside serving (never before it)
+    if app is not None:
+        app.after_start()  # the default style's first pass and the gallery, in the background
+        if hasattr(app.stylizer, "start_fast"):
+            app.stylizer.start_fast()  # prepare the fast backend now, beside serving (never before it)
     if blocking:
         demo.block_thread()
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -102,9 +103,14 @@ class App:
         [SIDE_MIN, settings.max_side_limit]; the default side for anything unreadable."""
         return policy.clamp_side(value, policy.SIDE_MIN, self.settings.max_side_limit, self.settings.default_side)
 
-    def check_weights(self, timeout: float | None = None) -> dict[str, str]:
-        """Fetch (once) every style's weights in parallel, warm up the default style, and
-        remember which styles are unavailable. Never raises: the app starts regardless."""
+    def check_weights(self, timeout: float | None = None, *, serve_first: bool = False) -> dict[str, str]:
+        """Fetch (once) every style's weights in parallel, load the default style (a broken
+        file shows here), warm it up, start the gallery's thumbnails, and remember which
+        styles are unavailable. Never raises: the app starts regardless.
+
+        ``serve_first`` (the app's build): the warm-up pass and the thumbnails wait for
+        :meth:`after_start`, which :func:`animegan.app.launch` calls once the port is open,
+        so that they do not hold up (or compete with) the start."""
         timeout = self.settings.startup_timeout if timeout is None else timeout
         def fetch(name: str) -> None:
             self.stylizer.weights_path(name)
@@ -138,18 +144,44 @@ class App:
         default = self.default_style() if self.default_style() not in self.unavailable else next(
             (n for n in self.styles if n not in self.unavailable), None)
         if default is not None:
-            try:  # load and run once, so the first person does not pay for it
+            try:  # load (and run once, so the first person does not pay for it)
                 self.stylizer.backend(default)
-                self.stylizer.run_array(default, Image.new("RGB", (64, 64), (200, 160, 170)))
+                if not serve_first:
+                    self._warm_up(default)
             except Exception as exc:  # a broken file: say so on the page, keep starting
                 log.warning("style %s is unavailable: %s", default, exc)
                 self.unavailable[default] = public(str(exc).splitlines()[0])
         for name in self.unavailable:
             self._failed_at[name] = time.monotonic()
+        self._default = default
+        if not serve_first:
+            self._start_thumbnails()
+        return dict(self.unavailable)
+
+    def _warm_up(self, name: str) -> None:
+        self.stylizer.run_array(name, Image.new("RGB", (64, 64), (200, 160, 170)), background=True)
+
+    def _start_thumbnails(self) -> None:
         if self.thumbnails.photo.is_file():  # the gallery: made in the background, cached on disk
             jobs = {n: self.stylizer.weights_path(n) for n in self.styles if n not in self.unavailable}
             self.thumbnails.start(jobs)
-        return dict(self.unavailable)
+
+    def after_start(self) -> None:
+        """Once the app serves (after ``check_weights(serve_first=True)``): in the background,
+        the default style's first pass, so the first visitor does not pay for it, then the
+        gallery's thumbnails."""
+        def work() -> None:
+            default = getattr(self, "_default", None)
+            try:
+                if default is not None:
+                    self._warm_up(default)
+            except Exception as exc:  # loaded but cannot run: say so, as at start
+                log.warning("style %s is unavailable: %s", default, exc)
+                self.unavailable[default] = public(str(exc).splitlines()[0])
+                self._failed_at[default] = time.monotonic()
+            self._start_thumbnails()
+
+        threading.Thread(target=work, name="animegan-after-start", daemon=True).start()
 
     def available(self, name: str) -> bool:
         return name not in self.unavailable or self.stylizer.is_loaded(name)
@@ -212,7 +244,7 @@ class App:
             made, title = self.thumbnails.made.get(name), self.styles[name].title
             if made is not None:
                 out.append((self.thumbnails.image(made), title))
-            elif self.thumbnails.running:
+            elif not self.thumbnails.done.is_set():  # being made, or about to be (after_start)
                 out.append((plain, f"{title} (preparing)"))
         return out
 
