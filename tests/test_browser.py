@@ -238,6 +238,11 @@ def check_layout(page, where: str) -> None:
         page.wait_for_timeout(300)
         assert page.evaluate(_OVERLAPS_JS) == [], f"{where}, {tab} tab"
     assert page.evaluate(_GALLERY_JS) == [], where
+    page.locator("#face-mode label", has_text="Paste faces back").click()  # shows the "Faces in" dropdown
+    page.locator("#face-style").wait_for(state="visible")
+    assert page.evaluate(_OVERLAPS_JS) == [], f"{where}, Faces in"
+    page.locator("#face-mode label", has_text="Off").click()
+    page.locator("#face-style").wait_for(state="hidden")
 
 
 @pytest.mark.parametrize("where", ["desktop", "phone"])
