@@ -109,10 +109,8 @@ def _from_url(style: Style, hub: HubOptions) -> Path:
 
 def _pinned_ok(style: Style, path: Path) -> bool:
     """True when ``path`` matches the style's pinned sha256, or when nothing is pinned
-    (then a warning says the file was not checked)."""
+    (:func:`resolve` then says, once per process, that the file was not checked)."""
     if style.sha256 is None:
-        log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
-                    style.name, style.url)
         return True
     return sha256_file(path) == style.sha256
 
@@ -157,7 +155,11 @@ def resolve(style: str | Style, rt: Runtime | None = None) -> Path:
     for where, fetch in sources:
         cache_only = reachable_hub(rt, None if fetch is _from_hub else style.url)
         try:
-            return fetch(style, cache_only)
+            path = fetch(style, cache_only)
+            if fetch is _from_url and style.sha256 is None and rt.count(f"unpinned {style.name}", 1) == 1:
+                log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
+                            style.name, style.url)  # once per process, not on every use
+            return path
         except Exception as exc:  # network, 404, 5xx, offline: try the next source
             not_asked = cache_only.offline and isinstance(exc, FileNotFoundError)  # not cached, not fetched
             all_offline &= not_asked

@@ -188,13 +188,16 @@ def test_500_is_a_clear_error(hub):
     assert "500" in str(info.value) and "nothing is cached" in str(info.value)
 
 
-def test_url_fallback_downloads_once(hub):
+def test_url_fallback_downloads_once(hub, caplog):
     url = hub.add_url_file("/bryandlee/animegan2-pytorch/raw/main/weights/paprika.pt", PROXY_BYTES)
-    with user_style("url_style", url=url):
+    with user_style("url_style", url=url), caplog.at_level("WARNING", logger="animegan"):
         first = resolve("url_style", here())
         n = hub.downloads()
         assert resolve("url_style", here()) == first and hub.downloads() == n
         assert first.read_bytes() == PROXY_BYTES
+    # no sha256 to check it against: said once per process, not on every use
+    assert [r.getMessage() for r in caplog.records].count(
+        f"weights for url_style from {url} are not pinned (no sha256 in the style registry): not checked") == 1
 
 
 def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):
