@@ -93,6 +93,7 @@ class App:
                                              max_side=self.settings.default_side, defer_fast=True)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
+        self._default: str | None = None  # the style check_weights loaded, for after_start's warm-up
         # the styles this app offers: the Stylizer's policy (without the non-commercial ones when hidden)
         self.styles: dict[str, Style] = visible_styles(self.settings.hide_noncommercial)
         self.thumbnails = Thumbnails(EXAMPLES_DIR / THUMBNAIL_PHOTO, self.stylizer)
@@ -171,7 +172,7 @@ class App:
         the default style's first pass, so the first visitor does not pay for it, then the
         gallery's thumbnails."""
         def work() -> None:
-            default = getattr(self, "_default", None)
+            default = self._default
             try:
                 if default is not None:
                     self._warm_up(default)
