@@ -145,6 +145,7 @@ def test_starts_without_weights_and_says_which_styles_are_unavailable(tmp_path):
         said = [line for line in server.log().splitlines() if "WARNING" in line]
         assert len(said) == 1 and "8 of 8 styles have no weights here" in said[0], said
         assert "HF_HUB_OFFLINE is set" in said[0] and "shinkai.onnx" in said[0]
+        assert "Warning:" not in server.log()  # no developer warning (a picker set to a value it does not offer)
 
         client = Client(server.url, verbose=False)
         for _ in range(2):  # a readable error each time, and the server keeps serving

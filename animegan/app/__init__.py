@@ -67,7 +67,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         with gr.Tabs(elem_id="modes"):
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
-            choices = dict(style_choices=app.style_choices(), default_style=app.default_style())
+            choices = dict(style_choices=app.style_choices(), default_style=app.picked())
             live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
                                 visitors=visitors, results=results, **choices)
             clips = add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,

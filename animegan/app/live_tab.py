@@ -24,7 +24,7 @@ def add_live_tab(
     *,
     time_limit: float,
     style_choices: list[tuple[str, str]],
-    default_style: str,
+    default_style: str | None,
     side: int = policy.LIVE_SIDE,
     stream_every: float = LIVE_STREAM_EVERY,
     concurrency_limit: int = LIVE_CONCURRENCY,

@@ -209,6 +209,10 @@ class App:
         """(title, name) for each style that can be picked here (its weights are here)."""
         return [(self.styles[n].title, n) for n in self.offered()]
 
+    def picked(self) -> str | None:
+        """What the pickers start on: the default style, or none when no style can be picked."""
+        return self.default_style() if self.offered() else None
+
     def default_style(self) -> str:
         return next((n for n in self.styles if n == DEFAULT_STYLE and self.available(n)),
                     next((n for n in self.styles if self.available(n)), next(iter(self.styles), DEFAULT_STYLE)))
@@ -351,7 +355,7 @@ def photo_tab(app: App) -> dict[str, Any]:
                 height=260,
                 elem_id="input-image",
             )
-            c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
+            c["style"] = gr.Radio(app.style_choices(), value=app.picked(), label="Style",
                                   info="Pick a name or a picture below.", elem_id="style-picker")
             notice = app.notice()
             c["notice"] = gr.Markdown(notice, visible=bool(notice), elem_id="notice")

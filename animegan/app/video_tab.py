@@ -75,7 +75,7 @@ def add_video_tab(
     *,
     max_seconds: float,
     style_choices: list[tuple[str, str]],
-    default_style: str,
+    default_style: str | None,
     max_side: int = policy.VIDEO_SIDE,
     max_job_seconds: float | None = None,
     concurrency_limit: int = VIDEO_CONCURRENCY,
