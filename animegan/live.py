@@ -153,7 +153,8 @@ class LiveSession:
 
     def status(self, limit: float | None, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
-        parts = [f"{self.fps():.1f} fps"]
+        # a rate needs two frames: before that, say so rather than "0.0 fps"
+        parts = [f"{self.fps():.1f} fps" if len(self.done_times) >= 2 else "measuring the frame rate"]
         if self.last_latency is not None:
             parts.append(f"{self.last_latency * 1000:.0f} ms per frame")
         if self.last_image is not None:

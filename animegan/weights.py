@@ -35,6 +35,18 @@ class WeightsError(RuntimeError):
     """Weights could not be found, fetched or loaded; the message says what to do."""
 
 
+class NotDownloaded(WeightsError):
+    """Nothing is cached and nothing could be downloaded because the machine is offline
+    (HF_HUB_OFFLINE, or the download host did not answer): the usual state of a machine
+    without network, which the app reports once for all such styles."""
+
+
+def offline_file(style: Style) -> str:
+    """What to call a style's weights in a weights folder (ANIMEGAN_WEIGHTS_DIR): an ONNX
+    style needs its ONNX graph, a PyTorch style a checkpoint."""
+    return f"{style.name}.onnx" if style.is_onnx else f"{style.name}.pt (or .safetensors)"
+
+
 def _from_weights_dir(name: str, folder: Path | None) -> Path | None:
     if not folder:
         return None
@@ -97,10 +109,8 @@ def _from_url(style: Style, hub: HubOptions) -> Path:
 
 def _pinned_ok(style: Style, path: Path) -> bool:
     """True when ``path`` matches the style's pinned sha256, or when nothing is pinned
-    (then a warning says the file was not checked)."""
+    (:func:`resolve` then says, once per process, that the file was not checked)."""
     if style.sha256 is None:
-        log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
-                    style.name, style.url)
         return True
     return sha256_file(path) == style.sha256
 
@@ -141,18 +151,29 @@ def resolve(style: str | Style, rt: Runtime | None = None) -> Path:
     if style.url:
         sources.append((style.url, _from_url))
     hub = rt.hub
+    all_offline = True  # every source skipped for want of a network, none failed otherwise
     for where, fetch in sources:
         cache_only = reachable_hub(rt, None if fetch is _from_hub else style.url)
         try:
-            return fetch(style, cache_only)
+            path = fetch(style, cache_only)
+            if fetch is _from_url and style.sha256 is None and rt.count(f"unpinned {style.name}", 1) == 1:
+                log.warning("weights for %s from %s are not pinned (no sha256 in the style registry): not checked",
+                            style.name, style.url)  # once per process, not on every use
+            return path
         except Exception as exc:  # network, 404, 5xx, offline: try the next source
-            unreachable = " (its host did not answer; not retried)" if cache_only.offline and not hub.offline else ""
-            tried.append(f"  - {where}{unreachable}: {_describe(exc)}")
+            not_asked = cache_only.offline and isinstance(exc, FileNotFoundError)  # not cached, not fetched
+            all_offline &= not_asked
+            if not_asked:  # not a failure of the source: it was not asked
+                why = "HF_HUB_OFFLINE is set" if hub.offline else "its host did not answer; not retried"
+                tried.append(f"  - {where}: not downloaded ({why})")
+            else:
+                tried.append(f"  - {where}: {_describe(exc)}")
     offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if hub.offline else ""
-    raise WeightsError(
+    error = NotDownloaded if all_offline and sources else WeightsError
+    raise error(
         f"Could not get the weights for style {style.name!r}{offline}; nothing is cached.\n"
         + "\n".join(tried)
-        + f"\nTo work offline, put the file in a folder as {style.name}.pt (or .safetensors) "
+        + f"\nTo work offline, put the file in a folder as {offline_file(style)} "
         f"and set {WEIGHTS_DIR_ENV} to that folder, or pass --weights FILE."
     )
 

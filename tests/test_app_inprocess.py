@@ -37,13 +37,14 @@ def served(stylizer, tmp_path_factory):
     # small on purpose: 256 px results, a 1 MB request limit, clips of at most 2 s
     settings = replace(stylizer.settings, default_side=256, max_request_mb=1.0, video_max_seconds=2.0)
     app = App(stylizer, settings=settings)
-    demo = build(app=app)  # checks every style's weights, warms the default up, starts the gallery
-    # the gallery's thumbnails take the model in turns; a live frame that meets one is
-    # dropped (as it should be), so the endpoints are called once they are made
-    assert app.thumbnails.wait(120)
+    demo = build(app=app)  # checks every style's weights and loads the default
     port = free_port()
     try:
+        # serving, it warms the default up and makes the gallery; its thumbnails take the model
+        # in turns, and a live frame that meets one is dropped (as it should be), so the
+        # endpoints are called once they are made
         launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        assert app.thumbnails.wait(120)
         url = f"http://127.0.0.1:{port}"
         yield app, url, Client(url, verbose=False, download_files=True)
     finally:

@@ -436,3 +436,11 @@ def test_a_damaged_int8_cache_is_rebuilt_in_place_while_float32_serves(model, re
     assert again is not None and backends.psnr(again(x), ref) >= backends.MIN_PSNR
     # no leftovers beside it: the folder and auto's choice for this machine
     assert sorted(p.name for p in folder.parent.iterdir() if not p.name.startswith("choice-")) == [folder.name]
+
+
+def test_a_deferred_choice_never_started_closes_quietly(model, tmp_path):
+    """The app defers the choice until it serves; a process that ends before that (a failed
+    launch, a library user who never starts it) closes it at exit without a traceback."""
+    auto = AutoBackend(model, rt_for(tmp_path / "hub"), background=True, start=False)
+    assert auto.name == "torch-fp32" and auto.upgrading
+    auto.close()  # before: RuntimeError("cannot join thread before it is started") in the exit hook

@@ -103,6 +103,9 @@ def test_the_readme_is_a_front_page():
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
     text = "\n".join(lines)
     assert "bash scripts/test.sh" in text and "pip install -r requirements.txt && python app.py" in text
+    # that one install gives the `animegan` command the README shows, and the README shows no other way in
+    assert "-e ." in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert "\n    animegan photo.jpg" in text and "python -m animegan" not in text
     for target in build_space.local_links(text):
         if target.endswith(".md") and target.startswith("docs/"):
             break

@@ -75,3 +75,18 @@ def test_safetensors_load_back_bit_for_bit_and_a_full_folder_is_refused(lite, tm
     x = _x(48)
     assert np.array_equal(_reference(out, x), _reference(lite, x))
     assert main(["export", str(lite), "--to", "safetensors", "--out", str(out), "--no-timing"]) == 1
+
+
+def test_a_style_exported_carries_its_licence_terms(offline_weights, tmp_path):
+    """A plain export of a registered style: its model card says who trained the weights,
+    where they come from and their terms (here Paprika's: non-commercial use only)."""
+    from animegan.styles import STYLES
+
+    out = tmp_path / "paprika"
+    assert main(["export", "paprika", "--to", "safetensors", "--out", str(out), "--no-timing"]) == 0
+    card = (out / "README.md").read_text()
+    lic = STYLES["paprika"].licence
+    assert "## Credit and licence of the weights" in card
+    assert "Paprika: non-commercial use only." in card
+    for part in (lic.trained_by, lic.origin, lic.terms):
+        assert part in card, part

@@ -158,7 +158,8 @@ def test_registry_onnx_styles_load_by_repo_id_and_absent_ones_are_unavailable(hu
     app = App(Stylizer(settings=settings), settings)
     unavailable = app.check_weights(timeout=60)
     assert set(unavailable) == {"hayao", "paprika_onnx"}  # 404 on the Hub: the rest are fine
-    assert "(unavailable)" in dict((n, label) for label, n in app.style_choices())["hayao"]
+    assert {n for _, n in app.style_choices()} == set(STYLES) - {"hayao", "paprika_onnx"}  # not offered
+    assert "`hayao.onnx`" in app.notice()  # the file it needs is named, with the right type
     assert app.stylizer.weights_path("shinkai").name == "AnimeGANv2_Shinkai.onnx"
     result = app.stylizer.run(odd_photo(), "shinkai", max_side=None)
     assert result.backend == "openvino-f32" and result.image.size == (301, 211)

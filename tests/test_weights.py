@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from animegan import Generator, WeightsError, register_style
 from animegan.styles import STYLES
-from animegan.weights import load_generator, resolve
+from animegan.weights import NotDownloaded, load_generator, resolve
 
 PROXY_BYTES = PROXY_WEIGHTS.read_bytes()
 
@@ -136,7 +136,30 @@ def test_offline_mode_without_cache_names_the_override(hub, monkeypatch):
         resolve("face_paint_512_v2", here())
     msg = str(info.value)
     assert "HF_HUB_OFFLINE is set" in msg and "ANIMEGAN_WEIGHTS_DIR" in msg
+    assert "face_paint_512_v2.pt (or .safetensors)" in msg
+    assert isinstance(info.value, NotDownloaded)  # the app says this once for all such styles
     assert hub.requests == []
+
+
+def test_an_unreachable_hub_is_asked_once_and_onnx_styles_ask_for_their_onnx_file(tmp_path, monkeypatch):
+    """Offline without HF_HUB_OFFLINE: nothing answers at the endpoint. The host is asked
+    once (no retries), and the way around names the file an ONNX style needs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ANIMEGAN_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert STYLES["shinkai"].is_onnx and not STYLES["shinkai"].url  # the Hub is its only source
+    with pytest.raises(NotDownloaded) as info:
+        resolve("shinkai", here())
+    msg = str(info.value)
+    assert "did not answer; not retried" in msg
+    assert "as shinkai.onnx and set ANIMEGAN_WEIGHTS_DIR" in msg and "shinkai.pt" not in msg
+    assert "local_files_only" not in msg  # huggingface_hub's advice is for developers, not shown
 
 
 @contextmanager
@@ -165,13 +188,16 @@ def test_500_is_a_clear_error(hub):
     assert "500" in str(info.value) and "nothing is cached" in str(info.value)
 
 
-def test_url_fallback_downloads_once(hub):
+def test_url_fallback_downloads_once(hub, caplog):
     url = hub.add_url_file("/bryandlee/animegan2-pytorch/raw/main/weights/paprika.pt", PROXY_BYTES)
-    with user_style("url_style", url=url):
+    with user_style("url_style", url=url), caplog.at_level("WARNING", logger="animegan"):
         first = resolve("url_style", here())
         n = hub.downloads()
         assert resolve("url_style", here()) == first and hub.downloads() == n
         assert first.read_bytes() == PROXY_BYTES
+    # no sha256 to check it against: said once per process, not on every use
+    assert [r.getMessage() for r in caplog.records].count(
+        f"weights for url_style from {url} are not pinned (no sha256 in the style registry): not checked") == 1
 
 
 def test_weights_dir_replaces_the_download(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from .files import UPLOAD_IDLE, AppFiles, Results
 from .limits import BodyLimit, FairQueue, Lane, Visitors
 from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
-from .photo import App, photo_tab
+from .photo import SHOW_RESULT_JS, App, photo_tab
 from .video_tab import add_video_tab
 
 MAX_FILE_SIZE = "100mb"  # phone clips; video length is capped separately
@@ -48,14 +48,15 @@ def queue_lanes(settings: Settings) -> dict[str, Lane]:
 
 
 def build(settings: Settings | None = None, app: App | None = None, *, check_weights: bool = True) -> gr.Blocks:
-    """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed)."""
+    """The Blocks app. ``check_weights`` fetches/loads weights now (the page says which failed);
+    the default style's warm-up and the gallery's thumbnails follow once :func:`launch` serves."""
     if settings is not None and app is None:
         runtime.start(settings)  # the process's one owner of threads, the lock, the allocator ...
     app = app or App(settings=settings)
     settings = app.settings
     visitors = Visitors.from_settings(settings)
     if check_weights:
-        app.check_weights()
+        app.check_weights(serve_first=True)
     # delete_cache: uploads, live frames, results and clips land in Gradio's cache; they are
     # deleted once older than cache_minutes (checked every minute) and all at shutdown
     age = max(60, round(settings.cache_minutes * 60))
@@ -63,12 +64,10 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
     results = Results(Path(get_upload_folder()) / "animegan-results", max_age=age)
     with gr.Blocks(title="AnimeGAN · photo to anime", delete_cache=(min(60, age), age)) as demo:
         gr.HTML(HEADER)
-        notice_text = app.notice()
-        notice = gr.Markdown(notice_text, visible=bool(notice_text), elem_id="notice")
         with gr.Tabs(elem_id="modes"):
             with gr.Tab("Photo", id="photo"):
                 c = photo_tab(app)
-            choices = dict(style_choices=app.style_choices(describe=False), default_style=app.default_style())
+            choices = dict(style_choices=app.style_choices(), default_style=app.picked())
             live = add_live_tab(app.stylizer, time_limit=settings.live_time_limit, window=settings.live_window,
                                 visitors=visitors, results=results, **choices)
             clips = add_video_tab(app.stylizer, max_seconds=settings.video_max_seconds,
@@ -82,7 +81,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
         c["run"].click(results.as_files(app.stylize_page, "png", "webp", None),
                        [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
                        [c["result"], c["compare"], c["status"]],
-                       api_visibility="private", show_progress_on=[c["result"]], scroll_to_output=True, **common)
+                       api_visibility="private", show_progress_on=[c["result"]], js=SHOW_RESULT_JS, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it
         # apart from the page's event, which has more inputs and outputs.
         api_trigger = gr.Button(visible=False, elem_id="api-trigger")
@@ -100,7 +99,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
                             queue=False)
         c["faces"].change(lambda mode: gr.Dropdown(visible=mode == "paste"), c["faces"], c["face_style"],
                           api_visibility="private", queue=False)
-        demo.load(_page_state(app, results), None, [notice, c["style"], c["face_style"], c["gallery"], server],
+        demo.load(_page_state(app, results), None, [c["notice"], c["style"], c["face_style"], c["gallery"], server],
                   api_visibility="private", queue=False)
     demo.animegan_settings = settings  # launch() sizes the queue from them
     demo.animegan_app = app  # launch() starts preparing the fast backend once the app serves
@@ -142,8 +141,10 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     options.update(kwargs)
     result = demo.launch(prevent_thread_lock=True, **options)  # the port is open from here on
     app = getattr(demo, "animegan_app", None)
-    if app is not None and hasattr(app.stylizer, "start_fast"):
-        app.stylizer.start_fast()  # prepare the fast backend now, beside serving (never before it)
+    if app is not None:
+        app.after_start()  # the default style's first pass and the gallery, in the background
+        if hasattr(app.stylizer, "start_fast"):
+            app.stylizer.start_fast()  # prepare the fast backend now, beside serving (never before it)
     if blocking:
         demo.block_thread()
     return result

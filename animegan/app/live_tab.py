@@ -24,7 +24,7 @@ def add_live_tab(
     *,
     time_limit: float,
     style_choices: list[tuple[str, str]],
-    default_style: str,
+    default_style: str | None,
     side: int = policy.LIVE_SIDE,
     stream_every: float = LIVE_STREAM_EVERY,
     concurrency_limit: int = LIVE_CONCURRENCY,
@@ -94,10 +94,11 @@ def add_live_tab(
                 cam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="pil",
                                elem_id="live-webcam")
                 with gr.Row():
-                    style = gr.Dropdown(style_choices, value=default_style,
-                                        label="Style")
+                    # min_width: on a phone the two stack, and the style's name has room beside its arrow
+                    style = gr.Dropdown(style_choices, value=default_style, label="Style", min_width=200,
+                                        elem_id="live-style")
                     size = gr.Slider(policy.LIVE_SIDE_MIN, policy.LIVE_SIDE_MAX, value=side, step=32,
-                                     label="Size (long side, px)")
+                                     label="Size (long side, px)", min_width=200)
                 with gr.Row():
                     face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
                     steady = gr.Checkbox(False, label="Steady (less flicker: follows the motion between frames)",

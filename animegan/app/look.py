@@ -57,10 +57,8 @@ HEADER = """
 """
 
 HOW_TO = (
-    "Upload, paste or snap a photo, pick a style, press the button. Faces look best in the "
-    "Face Paint styles; scenes in Paprika. **Faces**: *Portrait crop* makes a square portrait of "
-    "the largest face; *Paste faces back* stylizes each face and blends it into the photo. When "
-    "many people are here at once you may be asked to try again in a moment."
+    "**Faces**: *Portrait crop* makes a square portrait of the largest face; *Paste faces back* redoes "
+    "each face and blends it into the photo. Face Paint suits faces, Paprika scenes."
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -16,9 +17,9 @@ from PIL import Image, ImageOps
 from .. import images, info, policy, runtime
 from ..errors import public, user_message
 from ..settings import Settings
-from ..styles import DEFAULT_STYLE, LICENCE_NOTE, Style, licence_markdown, visible_styles
+from ..styles import DEFAULT_STYLE, LICENCE_NOTE, Style, visible_styles
 from ..stylizer import Result, Stylizer
-from ..weights import WEIGHTS_DIR_ENV, WeightsError
+from ..weights import WEIGHTS_DIR_ENV, NotDownloaded, WeightsError, offline_file
 from .gallery import Thumbnails
 from .look import HOW_TO
 
@@ -92,6 +93,7 @@ class App:
                                              max_side=self.settings.default_side, defer_fast=True)
         self.unavailable: dict[str, str] = {}  # style -> why its weights could not be had
         self._failed_at: dict[str, float] = {}  # style -> when fetching its weights last failed
+        self._default: str | None = None  # the style check_weights loaded, for after_start's warm-up
         # the styles this app offers: the Stylizer's policy (without the non-commercial ones when hidden)
         self.styles: dict[str, Style] = visible_styles(self.settings.hide_noncommercial)
         self.thumbnails = Thumbnails(EXAMPLES_DIR / THUMBNAIL_PHOTO, self.stylizer)
@@ -102,9 +104,14 @@ class App:
         [SIDE_MIN, settings.max_side_limit]; the default side for anything unreadable."""
         return policy.clamp_side(value, policy.SIDE_MIN, self.settings.max_side_limit, self.settings.default_side)
 
-    def check_weights(self, timeout: float | None = None) -> dict[str, str]:
-        """Fetch (once) every style's weights in parallel, warm up the default style, and
-        remember which styles are unavailable. Never raises: the app starts regardless."""
+    def check_weights(self, timeout: float | None = None, *, serve_first: bool = False) -> dict[str, str]:
+        """Fetch (once) every style's weights in parallel, load the default style (a broken
+        file shows here), warm it up, start the gallery's thumbnails, and remember which
+        styles are unavailable. Never raises: the app starts regardless.
+
+        ``serve_first`` (the app's build): the warm-up pass and the thumbnails wait for
+        :meth:`after_start`, which :func:`animegan.app.launch` calls once the port is open,
+        so that they do not hold up (or compete with) the start."""
         timeout = self.settings.startup_timeout if timeout is None else timeout
         def fetch(name: str) -> None:
             self.stylizer.weights_path(name)
@@ -113,95 +120,147 @@ class App:
         futures = {pool.submit(fetch, name): name for name in self.styles}
         done, pending = wait(futures, timeout=timeout)
         pool.shutdown(wait=False, cancel_futures=True)
+        not_downloaded = []  # offline and nothing cached: said once for all of them, below
         for future in pending:
             self.unavailable[futures[future]] = f"no answer from the weights' source within {timeout:.0f} s"
+            log.warning("style %s is unavailable: %s", futures[future], self.unavailable[futures[future]])
         for future in done:
             exc = future.exception()
             if exc is not None:
-                log.warning("at start, %s: %s", futures[future], exc)
-                self.unavailable[futures[future]] = public(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+                name = futures[future]
+                self.unavailable[name] = public(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+                if isinstance(exc, NotDownloaded):
+                    not_downloaded.append(name)
+                else:  # a real failure (404, a broken file ...): its whole story, once
+                    log.warning("style %s is unavailable: %s", name, exc)
+        if not_downloaded:
+            offline = self.stylizer.runtime.hub.offline
+            log.warning(
+                "%d of %d styles have no weights here and are not offered (%s; nothing is cached). To add one, "
+                "put its file in a folder, set %s to that folder and restart: %s",
+                len(not_downloaded), len(self.styles),
+                "HF_HUB_OFFLINE is set" if offline else "the download hosts did not answer; asked once",
+                WEIGHTS_DIR_ENV, ", ".join(offline_file(self.styles[n]).split(" ")[0] for n in self.styles
+                                           if n in not_downloaded))
         default = self.default_style() if self.default_style() not in self.unavailable else next(
             (n for n in self.styles if n not in self.unavailable), None)
         if default is not None:
-            try:  # load and run once, so the first person does not pay for it
+            try:  # load (and run once, so the first person does not pay for it)
                 self.stylizer.backend(default)
-                self.stylizer.run_array(default, Image.new("RGB", (64, 64), (200, 160, 170)))
+                if not serve_first:
+                    self._warm_up(default)
             except Exception as exc:  # a broken file: say so on the page, keep starting
-                log.warning("style %s: %s", default, exc)
+                log.warning("style %s is unavailable: %s", default, exc)
                 self.unavailable[default] = public(str(exc).splitlines()[0])
-        for name, why in self.unavailable.items():
+        for name in self.unavailable:
             self._failed_at[name] = time.monotonic()
-            log.warning("style %s is unavailable: %s", name, why)
+        self._default = default
+        if not serve_first:
+            self._start_thumbnails()
+        return dict(self.unavailable)
+
+    def _warm_up(self, name: str) -> None:
+        self.stylizer.run_array(name, Image.new("RGB", (64, 64), (200, 160, 170)), background=True)
+
+    def _start_thumbnails(self) -> None:
         if self.thumbnails.photo.is_file():  # the gallery: made in the background, cached on disk
             jobs = {n: self.stylizer.weights_path(n) for n in self.styles if n not in self.unavailable}
             self.thumbnails.start(jobs)
-        return dict(self.unavailable)
+
+    def after_start(self) -> None:
+        """Once the app serves (after ``check_weights(serve_first=True)``): in the background,
+        the default style's first pass, so the first visitor does not pay for it, then the
+        gallery's thumbnails."""
+        def work() -> None:
+            default = self._default
+            try:
+                if default is not None:
+                    self._warm_up(default)
+            except Exception as exc:  # loaded but cannot run: say so, as at start
+                log.warning("style %s is unavailable: %s", default, exc)
+                self.unavailable[default] = public(str(exc).splitlines()[0])
+                self._failed_at[default] = time.monotonic()
+            self._start_thumbnails()
+
+        threading.Thread(target=work, name="animegan-after-start", daemon=True).start()
 
     def available(self, name: str) -> bool:
         return name not in self.unavailable or self.stylizer.is_loaded(name)
 
+    def offered(self) -> list[str]:
+        """The styles a visitor can pick: those whose weights are here."""
+        return [n for n in self.styles if self.available(n)]
+
     def notice(self) -> str:
+        """One short line under the style picker when styles have no weights here; which
+        file each one needs is folded away (Markdown, empty when every style is here)."""
         missing = [n for n in self.styles if not self.available(n)]
         if not missing:
             return ""
-        names = ", ".join(f"**{self.styles[n].title}** (`{n}`)" for n in missing)
-        return (
-            f"⚠️ Weights could not be fetched for: {names}. These styles are unavailable for now "
-            "(the Hugging Face Hub may be unreachable). To provide weights, put `<style>.pt` "
-            f"(or `.safetensors`) files in a folder and set `{WEIGHTS_DIR_ENV}` to that folder, "
-            "then restart the app."
-        )
+        files = ", ".join(f"{self.styles[n].title} `{offline_file(self.styles[n]).split(' ')[0]}`" for n in missing)
+        head = ("No style has its weights on this server yet" if len(missing) == len(self.styles)
+                else f"{len(missing)} more {'style needs its' if len(missing) == 1 else 'styles need their'} "
+                "weights on this server")
+        return (f"<details><summary>{head}</summary>\n\n"
+                f"Put the files in a folder, set `{WEIGHTS_DIR_ENV}` to it and restart the app: {files}. "
+                "PyTorch styles may also be `.safetensors`.</details>")
 
-    def style_choices(self, describe: bool = True) -> list[tuple[str, str]]:
-        """(label, name) for each style; ``describe=False`` for the compact dropdowns."""
-        choices = []
-        for name, style in self.styles.items():
-            label = f"{style.title} — {style.description}" if describe else style.title
-            if not self.available(name):
-                label += " (unavailable)"
-            choices.append((label, name))
-        return choices
+    def style_choices(self) -> list[tuple[str, str]]:
+        """(title, name) for each style that can be picked here (its weights are here)."""
+        return [(self.styles[n].title, n) for n in self.offered()]
+
+    def picked(self) -> str | None:
+        """What the pickers start on: the default style, or none when no style can be picked."""
+        return self.default_style() if self.offered() else None
 
     def default_style(self) -> str:
         return next((n for n in self.styles if n == DEFAULT_STYLE and self.available(n)),
                     next((n for n in self.styles if self.available(n)), next(iter(self.styles), DEFAULT_STYLE)))
 
     def face_style_choices(self) -> list[tuple[str, str]]:
-        """The "Faces in" picker: the photo's own style, or one of the face styles."""
+        """The "Faces in" picker: the photo's own style, or one of the face styles here."""
         return [("Same as the style", SAME_STYLE)] + [
-            (s.title + ("" if self.available(n) else " (unavailable)"), n)
-            for n, s in self.styles.items() if s.is_face_model]
+            (self.styles[n].title, n) for n in self.offered() if self.styles[n].is_face_model]
 
     def licence(self, style: Any) -> str:
-        """The licence card under the picker (Markdown)."""
+        """The card under the picker (Markdown): what the style does, and its weights' terms
+        in one line, their details folded away."""
         name = style if isinstance(style, str) and style in self.styles else self.default_style()
-        return licence_markdown(name) if name in self.styles else ""
+        if name not in self.styles:
+            return ""
+        s = self.styles[name]
+        lic = s.licence
+        mark = {True: "✅", False: "⚠️", None: "ℹ️"}[lic.commercial]
+        return (f"{s.description}\n\n<details><summary>{mark} {s.title}: {lic.verdict}</summary>\n\n"
+                f"Trained by {lic.trained_by}; weights from {lic.origin}. Terms: {lic.terms}.</details>")
 
     def gallery(self) -> list[tuple[Image.Image, str]]:
-        """(image, caption) per offered style, in the picker's order: its thumbnail, or the
-        plain photo while it is being made (or when the style is unavailable). Images, not
-        paths: Gradio only serves files from its own folders, and the cache may be elsewhere."""
+        """(image, caption) per style that can be picked, in the picker's order: its own
+        thumbnail, or the plain photo captioned "preparing" while it is being made (a style
+        whose thumbnail failed is left out). Images, not paths: Gradio only serves files from
+        its own folders, and the cache may be elsewhere."""
         try:
             plain = self.thumbnails.image(self.thumbnails.plain())
         except Exception as exc:  # no example photo: no gallery
             log.warning("no style gallery: %s", exc)
             return []
         out = []
-        for name, style in self.styles.items():
-            made = self.thumbnails.made.get(name)
-            caption = style.title
-            if not self.available(name):
-                caption += " (unavailable)"
-            elif made is None and self.thumbnails.running:
-                caption += " (preparing)"
-            out.append((self.thumbnails.image(made) if made else plain, caption))
+        for name in self.offered():
+            made, title = self.thumbnails.made.get(name), self.styles[name].title
+            if made is not None:
+                out.append((self.thumbnails.image(made), title))
+            elif not self.thumbnails.done.is_set():  # being made, or about to be (after_start)
+                out.append((plain, f"{title} (preparing)"))
         return out
 
     def pick_from_gallery(self, evt: gr.SelectData) -> tuple[Any, str]:
-        """A click on a thumbnail selects that style."""
-        names = list(self.styles)
-        index = evt.index if isinstance(evt.index, int) else 0
-        name = names[index] if 0 <= index < len(names) else self.default_style()
+        """A click on a thumbnail selects that style (found by its caption: the gallery
+        holds the styles that had a thumbnail when the page was loaded)."""
+        caption = (evt.value or {}).get("caption") if isinstance(evt.value, dict) else None
+        titles = {s.title: n for n, s in self.styles.items()}
+        name = titles.get(str(caption or "").removesuffix(" (preparing)"))
+        if name is None or not self.available(name):
+            name = self.default_style()
         return gr.Radio(value=name), self.licence(name)
 
     def server_info(self) -> str:
@@ -214,7 +273,7 @@ class App:
     def _unavailable_error(self, style: str) -> gr.Error:
         return gr.Error(
             f"The {self.styles[style].title} style is unavailable. {self.unavailable[style]} To provide its weights, "
-            f"put {style}.pt (or .safetensors) in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
+            f"put {offline_file(self.styles[style])} in a folder and set {WEIGHTS_DIR_ENV} to that folder.",
             title="Weights unavailable", print_exception=False)
 
     # -- one photo ----------------------------------------------------------------------
@@ -278,26 +337,31 @@ def _before(result: Result) -> Image.Image:
 
 
 def photo_tab(app: App) -> dict[str, Any]:
-    """The photo page: input, style, faces, size, button, examples | result, slider, status."""
+    """The photo page: input, style (picker, pictures, terms), faces, size, button, examples |
+    result, slider, status. On a wide screen the result column stays in view while the left
+    one scrolls (style.css); on a narrow one the button scrolls the result into view
+    (``SHOW_RESULT_JS``), so the result is on screen when it arrives."""
     limit, default = app.settings.max_side_limit, app.settings.default_side
     side_help = f"Longest side of the result, {policy.SIDE_MIN}–{limit} px. Larger is slower."
     c: dict[str, Any] = {}
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=320):
+    with gr.Row(equal_height=False, elem_id="photo-row"):
+        with gr.Column(scale=1, min_width=320, elem_id="photo-inputs"):
             c["photo"] = gr.Image(
                 label="Your photo",
                 sources=["upload", "clipboard", "webcam"],
                 type="filepath",
                 image_mode=None,
                 webcam_options=gr.WebcamOptions(mirror=True),
-                height=300,
+                height=260,
                 elem_id="input-image",
             )
+            c["style"] = gr.Radio(app.style_choices(), value=app.picked(), label="Style",
+                                  info="Pick a name or a picture below.", elem_id="style-picker")
+            notice = app.notice()
+            c["notice"] = gr.Markdown(notice, visible=bool(notice), elem_id="notice")
             c["gallery"] = gr.Gallery(app.gallery(), label="What each style does (click one to pick it)",
-                                      columns=4, rows=2, height=300, object_fit="cover", allow_preview=False,
-                                      buttons=[], interactive=False, elem_id="style-gallery")
-            c["style"] = gr.Radio(app.style_choices(), value=app.default_style(), label="Style",
-                                  elem_id="style-picker")
+                                      show_label=False, columns=4, height="auto", object_fit="cover",
+                                      allow_preview=False, buttons=[], interactive=False, elem_id="style-gallery")
             c["licence"] = gr.Markdown(app.licence(app.default_style()), elem_id="licence-card")
             c["faces"] = gr.Radio([(FACE_LABELS[mode], mode) for mode in policy.FACE_MODES], value="off",
                                   label="Faces", elem_id="face-mode")
@@ -313,7 +377,7 @@ def photo_tab(app: App) -> dict[str, Any]:
                 label="Examples (public-domain photos, credits below): click one, then press the button",
                 examples_per_page=len(EXAMPLE_PHOTOS),
             )
-        with gr.Column(scale=1, min_width=320):
+        with gr.Column(scale=1, min_width=320, elem_id="photo-outputs"):
             with gr.Tabs():
                 with gr.Tab("Anime", id="anime"):
                     c["result"] = gr.Image(label="Anime (PNG)", type="pil", format="png", interactive=False,
@@ -324,3 +388,16 @@ def photo_tab(app: App) -> dict[str, Any]:
             c["status"] = gr.Markdown("", elem_id="status")
             gr.Markdown(HOW_TO, elem_id="how-to")
     return c
+
+
+# The button's first step, in the browser: where the result column is below or above the
+# screen (a phone, where the columns stack), bring it into view, so its progress and then the
+# result are what the visitor sees. The inputs pass through unchanged.
+SHOW_RESULT_JS = """(...inputs) => {
+  const box = document.querySelector('#photo-outputs');
+  if (box) {
+    const r = box.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > window.innerHeight) box.scrollIntoView({block: 'start', behavior: 'smooth'});
+  }
+  return inputs;
+}"""

@@ -75,7 +75,7 @@ def add_video_tab(
     *,
     max_seconds: float,
     style_choices: list[tuple[str, str]],
-    default_style: str,
+    default_style: str | None,
     max_side: int = policy.VIDEO_SIDE,
     max_job_seconds: float | None = None,
     concurrency_limit: int = VIDEO_CONCURRENCY,
@@ -125,10 +125,11 @@ def add_video_tab(
             with gr.Column():
                 clip = gr.Video(label="Clip", sources=["upload"], format=None, elem_id="video-input")
                 with gr.Row():
-                    style = gr.Dropdown(style_choices, value=default_style,
-                                        label="Style")
+                    # min_width: on a phone the two stack, and the style's name has room beside its arrow
+                    style = gr.Dropdown(style_choices, value=default_style, label="Style", min_width=200,
+                                        elem_id="video-style")
                     side = gr.Slider(policy.VIDEO_SIDE_MIN, policy.VIDEO_SIDE_MAX, value=max_side, step=32,
-                                     label="Frame size (long side, px)")
+                                     label="Frame size (long side, px)", min_width=200)
                 trim = gr.Checkbox(False, label=f"Cut longer clips to {max_seconds:g} s")
                 button = gr.Button("Stylize the clip", variant="primary")
             with gr.Column():

@@ -111,8 +111,10 @@ class AutoBackend:
     def close(self, timeout: float = 60.0) -> None:
         """Stop the background choice at its next step and wait for it."""
         self._closed.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        thread = self._thread
+        # a deferred choice that was never started (the process ends before it serves) has nothing to wait for
+        if thread is not None and thread.ident is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _pause(self) -> None:
         """Between steps: stop if closed."""
