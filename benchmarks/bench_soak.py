@@ -260,11 +260,14 @@ class Files:
 
 
 def start_app(tree: Path, weights: Path, home: Path, **env: str) -> AppServer:
+    """The app of ``tree``, not yet started: use it as ``with start_app(...) as server`` (which starts
+    it; starting it here too ran a second app.py on the same port, measured in place of the first,
+    and left the first one running)."""
     extra = dict(ANIMEGAN_BACKEND="torch-fp32", FORWARDED_ALLOW_IPS="", SPACE_ID="")
     extra.update(env)
     environment = app_env(weights, home, **extra)
     environment["PYTHONPATH"] = str(tree)
-    return AppServer(environment, home / "app.log", cwd=tree).start()
+    return AppServer(environment, home / "app.log", cwd=tree)  # started once, by ``with``
 
 
 def timed(pid: int, run) -> dict:
@@ -676,7 +679,9 @@ def soak(server: AppServer, files: Files, clients: int = 40, per_client: int = 8
     summary = {
         "clients": clients, "requests": len(results), "good": len(good_runs),
         "good_by_kind": {k: sum(r[1] == k for r in good_runs) for k in good},
-        "good_failed": sum(not r[2] for r in good_runs), "bad": len(bad_runs),
+        "good_failed": sum(not r[2] for r in good_runs),
+        "good_failed_by_kind": {k: sum(r[1] == k and not r[2] for r in good_runs) for k in good},
+        "bad": len(bad_runs),
         "bad_accepted": sum(r[2] for r in bad_runs), "broken_downloads": len(broken),
         "seconds": round(seconds, 1), "rss_after_warmup_mb": round(warm), "rss_end_mb": round(end),
         "rss_change": f"{(end - warm) / warm:+.1%}", "peak_mb": round(peak),
