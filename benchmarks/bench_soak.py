@@ -55,13 +55,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from app_helpers import AppServer, app_env, post  # noqa: E402
+from app_helpers import AppServer, abandoned_upload, app_env, chunked_upload, post, tiny_files  # noqa: E402
 from clips import frame_bomb, long_sound_clip, photo_frames, write_clip  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 BUSY_RETRIES, BUSY_WAIT = 5, 10.0  # soak: a good client told "busy" tries again this often, this long after
 STYLE = "face_paint_512_v2"
-BOUNDARY = "animegan-bench-boundary"
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -156,59 +155,6 @@ def png_bytes(img: Image.Image, level: int = 6) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=level)
     return buf.getvalue()
-
-
-def _open_upload(url: str, headers: dict[str, str]) -> http.client.HTTPConnection:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
-    conn.putrequest("POST", "/gradio_api/upload")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
-    for name, value in headers.items():
-        conn.putheader(name, value)
-    conn.endheaders()
-    return conn
-
-
-def _part_head(name: str) -> bytes:
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-
-
-def chunked_upload(url: str, megabytes: int, headers: dict | None = None) -> int:
-    """An upload without a declared length: the HTTP status."""
-    conn = _open_upload(url, {"Transfer-Encoding": "chunked", **(headers or {})})
-    block = b"\0" * 1_000_000
-    try:
-        for piece in [_part_head("big.bin")] + [block] * megabytes:
-            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-        conn.send(b"0\r\n\r\n")
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    try:
-        return conn.getresponse().status
-    except (ConnectionError, http.client.HTTPException):
-        return 0
-    finally:
-        conn.close()
-
-
-def abandoned_upload(url: str, declared_mb: int, sent_mb: int, headers: dict | None = None) -> None:
-    conn = _open_upload(url, {"Content-Length": str(declared_mb * 1_000_000), **(headers or {})})
-    conn.send(_part_head("half.bin"))
-    for _ in range(sent_mb):
-        conn.send(b"\0" * 1_000_000)
-    conn.sock.close()
-
-
-def tiny_files(url: str, count: int) -> int:
-    body = b"".join(_part_head(f"f{i}.txt") + f"file {i}".encode() + b"\r\n" for i in range(count))
-    body += f"--{BOUNDARY}--\r\n".encode()
-    conn = _open_upload(url, {"Content-Length": str(len(body))})
-    conn.send(body)
-    try:
-        return conn.getresponse().status
-    finally:
-        conn.close()
 
 
 def many_frames_gif(path: Path, frames: int, side: int = 64) -> Path:

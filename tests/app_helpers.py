@@ -235,3 +235,62 @@ def post(url: str, body: bytes, timeout: float = 60, headers: dict[str, str] | N
         pass  # refused early: the answer is already there
     response = conn.getresponse()
     return response.status, response.read().decode()
+
+
+# -- uploads as a hostile client makes them (tests/test_public_app.py, benchmarks/bench_soak.py) -------------
+BOUNDARY = "animegan-test-boundary"
+
+
+def _open_upload(url: str, headers: dict[str, str]) -> http.client.HTTPConnection:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+    conn.putrequest("POST", "/gradio_api/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    return conn
+
+
+def _part_head(name: str) -> bytes:
+    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+
+def chunked_upload(url: str, megabytes: int, headers: dict | None = None) -> int:
+    """An upload without a declared length: the HTTP status."""
+    conn = _open_upload(url, {"Transfer-Encoding": "chunked", **(headers or {})})
+    block = b"\0" * 1_000_000
+    try:
+        for piece in [_part_head("big.bin")] + [block] * megabytes:
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        return conn.getresponse().status
+    except (ConnectionError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def abandoned_upload(url: str, declared_mb: int, sent_mb: int, headers: dict | None = None) -> None:
+    """Declare ``declared_mb``, send ``sent_mb`` of it, and walk away (close the connection)."""
+    conn = _open_upload(url, {"Content-Length": str(declared_mb * 1_000_000), **(headers or {})})
+    conn.send(_part_head("half.bin"))
+    for _ in range(sent_mb):
+        conn.send(b"\0" * 1_000_000)
+    conn.sock.close()
+
+
+def tiny_files(url: str, count: int) -> int:
+    """One request of ``count`` tiny files, each with its own content: the status."""
+    body = b"".join(_part_head(f"f{i}.txt") + f"file {i}".encode() + b"\r\n" for i in range(count))
+    body += f"--{BOUNDARY}--\r\n".encode()
+    conn = _open_upload(url, {"Content-Length": str(len(body))})
+    conn.send(body)
+    try:
+        return conn.getresponse().status
+    finally:
+        conn.close()

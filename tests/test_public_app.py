@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_helpers import post
+from app_helpers import abandoned_upload, chunked_upload, post, tiny_files
 from clips import photo_frames, write_clip
 from conftest import photo
 from PIL import Image
@@ -114,65 +114,6 @@ def test_live_sessions_are_let_go_when_they_are_over_not_an_hour_later(stylizer,
 
 
 # -- 4. broken uploads leave nothing on disk -------------------------------------------------------
-BOUNDARY = "animegan-test-boundary"
-
-
-def _multipart_head(name: str = "clip.mp4") -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-
-
-def _open_upload(url: str, headers: dict[str, str]):
-    import http.client
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
-    conn.putrequest("POST", "/gradio_api/upload")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
-    for name, value in headers.items():
-        conn.putheader(name, value)
-    conn.endheaders()
-    return conn
-
-
-def chunked_upload(url: str, megabytes: int) -> int:
-    """An upload without a declared length (chunked), ``megabytes`` long: the status."""
-    conn = _open_upload(url, {"Transfer-Encoding": "chunked"})
-    block = b"\0" * 1_000_000
-    try:
-        for piece in [_multipart_head()] + [block] * megabytes:
-            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-        conn.send(b"0\r\n\r\n")
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # refused mid-stream: the answer is already there
-    try:
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def abandoned_upload(url: str, declared_mb: int, sent_mb: int) -> None:
-    """Declare ``declared_mb``, send ``sent_mb`` of it, and walk away (close the connection)."""
-    conn = _open_upload(url, {"Content-Length": str(declared_mb * 1_000_000)})
-    conn.send(_multipart_head())
-    for _ in range(sent_mb):
-        conn.send(b"\0" * 1_000_000)
-    conn.sock.close()
-
-
-def tiny_files(url: str, count: int) -> int:
-    """One request of ``count`` tiny files, each with its own content: the status."""
-    body = b"".join(_multipart_head(f"f{i}.txt") + f"file {i}".encode() + b"\r\n" for i in range(count))
-    body += f"--{BOUNDARY}--\r\n".encode()
-    conn = _open_upload(url, {"Content-Length": str(len(body))})
-    conn.send(body)
-    try:
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
 def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
 
