@@ -333,7 +333,8 @@ def default_backend(isa: str | None) -> tuple[str, str, str]:
     check = (f"the machine as profiled by animegan: {profile.replace('_', ' ')}; the int8 model's per-layer "
              f"profile: {on512} of {layers} executed layers on AVX-512 kernels; PyTorch's CPU capability: "
              f"{capability}")
-    return name, f"{seconds} s (calibration on the 5 shipped photos at {side} px + fidelity check), once per " \
+    size = "their own size" if side == "None" else f"{side} px"
+    return name, f"{seconds} s (calibration on the 5 shipped photos at {size} + fidelity check), once per " \
                  "weights and machine", check
 
 
