@@ -47,6 +47,7 @@ class Options:
     trim: bool = False
     backend: str | None = None
     weights: str | None = None
+    lite: bool = False  # the style's fast variant (ANIMEGAN_WEIGHTS_DIR/<style>-lite/)
 
     def key(self) -> str:
         """A short hash of the options that change the pixels: a rerun with other
@@ -54,6 +55,8 @@ class Options:
         shaping = asdict(self)
         for name in ("src", "dst", "backend"):  # where files live and how fast they are made
             shaping.pop(name)
+        if not shaping["lite"]:  # runs from before --lite existed keep their key
+            shaping.pop("lite")
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
