@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,10 +190,11 @@ class Pool:
     """``size`` crops with their teacher outputs and weight maps; ``refresh(n)`` replaces
     the n oldest by fresh crops of the same kind (face or not), so the share of face
     crops stays what the sampler made it. Filling it tells ``say`` how far it got (every
-    few seconds) and counts in the run's time."""
+    few seconds) and counts in the run's time; past ``deadline`` seconds it stops (with at
+    least ``least`` crops) and the pool is as large as it got: a busy machine prepares fewer."""
 
     def __init__(self, sampler: CropSampler, label: Callable[[torch.Tensor], torch.Tensor], size: int,
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, deadline: float | None = None, least: int = 1) -> None:
         self.sampler, self.label = sampler, label
         s = sampler.size
         self.photos = torch.empty(size, 3, s, s, dtype=torch.uint8)
@@ -203,13 +205,22 @@ class Pool:
         self.teacher_seconds = 0.0
         batch = sampler.batch(size)  # face_count(size) of them around faces
         start = shown = time.perf_counter()
-        for i in range(0, size, 16):
-            part = range(i, min(size, i + 16))
+        filled = 0
+        for i in range(0, size, 8):
+            part = range(i, min(size, i + 8))
             self._fill(part, Batch(batch.images[i : part.stop], batch.weights[i : part.stop],
                                    batch.is_face[i : part.stop]))
+            filled = part.stop
+            if deadline is not None and filled >= least and time.perf_counter() - start > deadline:
+                break
             if time.perf_counter() - shown > 10 and part.stop < size:
                 shown = time.perf_counter()
                 say(f"  teacher: {part.stop}/{size} crops labelled ({shown - start:.0f} s)")
+        if filled < size:  # the time for it ran out: keep what is labelled
+            say(f"  teacher: {filled} of {size} crops labelled in {deadline:.0f} s, the time set aside for them; "
+                "the pool holds those")
+            for name in ("photos", "targets", "weights", "is_face"):
+                setattr(self, name, getattr(self, name)[:filled].clone())
 
     def __len__(self) -> int:
         return len(self.is_face)
@@ -263,6 +274,7 @@ class Fitted:
     refresh: float
     perceptual: float
     reasons: list[str]
+    adaptive: bool = False  # refresh follows the measured times as the run goes (it was not given)
 
 
 def _time_steps(student: nn.Module, device: Device, size: int, batch: int, extra: nn.Module | None = None,
@@ -309,12 +321,15 @@ def fit_to_device(settings: dict[str, Any], student: nn.Module, device: Device,
         return Fitted(given["size"], given["batch"], max(given["pool"], given["batch"]), given["refresh"],
                       given["perceptual"], ["as given"])
     probe = 96
-    per_px = _time_steps(student, device, probe, 8) / (8 * probe * probe)  # a training step's cost per pixel
-    crop = torch.rand(2, 3, probe, probe) * 2 - 1
-    label(crop[:1])  # warm-up (OpenVINO compiles the shape on first use)
-    start = time.perf_counter()
-    label(crop)
-    teach_px = (time.perf_counter() - start) / (2 * probe * probe)  # the teacher's cost per pixel
+    crop = torch.rand(1, 3, probe, probe) * 2 - 1
+    label(crop)  # warm-up (OpenVINO compiles the shape on first use)
+    students, teachers = [], []
+    for _ in range(3):  # interleaved, medians: a shared machine's load moves both alike
+        students.append(_time_steps(student, device, probe, 8, repeats=1) / (8 * probe * probe))
+        start = time.perf_counter()
+        label(crop)
+        teachers.append((time.perf_counter() - start) / (probe * probe))
+    per_px, teach_px = statistics.median(students), statistics.median(teachers)  # seconds per pixel
     seconds = budget.minutes * 60 if budget.minutes is not None else None
     step_max = (seconds * (1 - POOL_SHARE) / TARGET_STEPS) if seconds else STEP_SECONDS
     reasons.append(f"measured here: a student step {per_px * 1e6:.2f} us/px, the teacher {teach_px * 1e6:.2f} us/px")
@@ -334,8 +349,9 @@ def fit_to_device(settings: dict[str, Any], student: nn.Module, device: Device,
     refresh = given["refresh"]
     if refresh is None:
         teach_crop = teach_px * size * size
-        refresh = round(min(float(batch), max(0.1, TEACHER_SHARE * step_time(size, batch) / teach_crop)), 2)
-        reasons.append(f"{refresh} fresh teacher crops a step ({teach_crop:.2f} s each)")
+        refresh = round(min(batch / 2, max(0.1, TEACHER_SHARE * step_time(size, batch) / teach_crop)), 2)
+        reasons.append(f"~{refresh} fresh teacher crops a step to start with ({teach_crop:.2f} s each; "
+                       f"adjusted as it runs to keep the teacher at ~{TEACHER_SHARE:.0%} of the time)")
     pool = given["pool"]
     if pool is None:
         teach_crop = teach_px * size * size
@@ -357,7 +373,7 @@ def fit_to_device(settings: dict[str, Any], student: nn.Module, device: Device,
                 reasons.append(f"perceptual 0.1 (VGG16 adds {with_vgg / plain - 1:.0%} to a step)")
             else:
                 reasons.append(f"no perceptual term: VGG16 would make each step {with_vgg / plain:.1f} x as long here")
-    return Fitted(size, batch, max(pool, batch), refresh, perceptual, reasons)
+    return Fitted(size, batch, max(pool, batch), refresh, perceptual, reasons, adaptive=given["refresh"] is None)
 
 
 # -- the optional adversarial term ---------------------------------------------------------
@@ -479,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
     if state is None:
         fitted = fit_to_device(settings, student, device, label, budget)
         settings.update(size=fitted.size, batch=fitted.batch, pool=fitted.pool, refresh=fitted.refresh,
-                        perceptual=fitted.perceptual)
+                        perceptual=fitted.perceptual, adaptive_refresh=fitted.adaptive)
         if fitted.perceptual and perceptual is None:
             perceptual = VGGFeatures()
         chosen = fitted.reasons
@@ -549,7 +565,9 @@ def run(args: argparse.Namespace) -> int:
         return mean
 
     print(f"labelling a pool of {settings['pool']} crops with the teacher ...", flush=True)
-    pool = Pool(sampler, label, max(settings["pool"], settings["batch"]), say=lambda t: print(t, flush=True))
+    deadline = 2 * POOL_SHARE * budget.minutes * 60 if budget.minutes is not None else None
+    pool = Pool(sampler, label, max(settings["pool"], settings["batch"]), say=lambda t: print(t, flush=True),
+                deadline=deadline, least=2 * settings["batch"])
     fill_seconds = pool.teacher_seconds
     progress = Progress(budget, step, clock.elapsed, desc="distill", disable=True if args.quiet else None)
     progress.write(f"pool of {len(pool)} crops ({int(pool.is_face.sum())} around faces) labelled in "
@@ -569,9 +587,13 @@ def run(args: argparse.Namespace) -> int:
 
     sums: dict[str, float] = {}  # the values since the last metrics line, summed
     seen = [0]  # crops trained on
-    batch_n, refresh, owed = settings["batch"], settings["refresh"], [0.0]
+    batch_n, owed = settings["batch"], [0.0]
+    refresh = [settings["refresh"]]
+    adaptive = settings.get("adaptive_refresh", False)
+    spent = {"student": 0.0, "teacher": 0.0, "crops": 0.0, "steps": 0.0}  # since the last adjustment
 
     def one() -> dict:
+        step_start = time.perf_counter()
         lr = settings["lr"] * _lr_factor(budget.fraction(steps.step, clock.elapsed))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -603,19 +625,31 @@ def run(args: argparse.Namespace) -> int:
             d_loss.backward()
             opt_d.step()
             losses["discriminator"] = d_loss
-        owed[0] += refresh
+        started = time.perf_counter()
+        owed[0] += refresh[0]
         pool.refresh(int(owed[0]))
+        spent["crops"] += int(owed[0])
         owed[0] -= int(owed[0])
+        spent["teacher"] += time.perf_counter() - started
+        spent["student"] += started - step_start
+        spent["steps"] += 1
+        if adaptive and spent["crops"] >= 8:  # the teacher's share held at TEACHER_SHARE as the load changes
+            per_crop = spent["teacher"] / spent["crops"]
+            per_step = spent["student"] / spent["steps"]
+            wanted = TEACHER_SHARE / (1 - TEACHER_SHARE) * per_step / per_crop
+            refresh[0] = min(batch_n / 2, max(0.1, 0.5 * refresh[0] + 0.5 * wanted))
+            spent.update(student=0.0, teacher=0.0, crops=0.0, steps=0.0)
         seen[0] += batch_n
         for k, v in {"loss": loss, **losses}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
         sums["psnr"] = sums.get("psnr", 0.0) + psnr(out, y)
         sums["n"] = sums.get("n", 0.0) + 1
-        return {"loss": float(loss.detach()), "lr": lr}
+        return {"loss": float(loss.detach()), "lr": lr, "refresh": refresh[0]}
 
     def log(at: int, values: dict) -> None:
         n = sums.pop("n")
         folder.log(step=at, elapsed=round(clock.elapsed, 1), lr=values["lr"], crops=seen[0],
+                   refresh=round(values["refresh"], 2),
                    teacher_seconds=round(pool.teacher_seconds, 1), **{k: round(v / n, 5) for k, v in sums.items()})
         sums.clear()
 
