@@ -517,18 +517,18 @@ def run(args: argparse.Namespace) -> int:
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings["lr"] / 4, betas=(0.5, 0.99)) if disc else None
     scaler = device.scaler()
     draw_rng = torch.Generator().manual_seed(settings["seed"])
-    ema = EMA(student, settings.get("ema", 0.0)) if settings.get("ema", 0.0) > 0 else None
     if state is not None:
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         sampler.load_state_dict(state["sampler"])
         draw_rng.set_state(state["draw_rng"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
         if disc is not None and "discriminator" in state:
             disc.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["optimizer_d"])
+    ema = EMA(student, settings.get("ema", 0.0)) if settings.get("ema", 0.0) > 0 else None  # from the loaded weights
+    if ema is not None and state is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
     saved = ema.model if ema is not None else student  # what is written as the model
 
     complexity = count(student, 512)
