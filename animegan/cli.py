@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     # A short process reaches the fast path: the first run on a machine prepares it here, in
     # the foreground (a background build would die with the process); later runs load it.
     made = prepared("animegan", args.style, rt, backend=args.backend, max_side=args.max_side or None,
-                    weights_file=args.weights, face_style=args.face_style, exact_statistics=args.exact_statistics)
+                    weights_file=args.weights, face_style=args.face_style, exact_statistics=args.exact_statistics,
+                    lite=args.lite)
     if made is None:
         return 1
     stylizer, backend = made

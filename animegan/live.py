@@ -233,6 +233,7 @@ class LiveStylizer:
         clients: tuple[str, ...] = (),
         steady: bool = False,
         key: str | None = None,
+        lite: bool = True,
     ) -> tuple[LiveSession, FrameResult]:
         """Stylize ``frame`` unless another frame is being stylized (then it is dropped).
 
@@ -244,8 +245,12 @@ class LiveStylizer:
         (:mod:`animegan.steady`), for less flicker. ``key``: the engine keeps the session
         under this key (e.g. the app's session id) instead of the caller: it is let go
         once it is over (SESSION_GAP without a frame), not when the caller forgets it.
+        ``lite``: frames go through the style's fast variant (a distilled student) where it
+        has one (:meth:`Stylizer.lite_style`); False: always the full model.
         """
         style = self.stylizer.check_style(style or self.stylizer.style).name  # the core's policy, before any work
+        if lite:
+            style = self.stylizer.lite_style(style) or style
         now = time.monotonic()
         if key is not None:
             session = self._kept(key, now) or session

@@ -43,13 +43,16 @@ def add_photo(p: argparse.ArgumentParser, max_side_help: str) -> None:
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
-    """--backend and --weights."""
+    """--backend, --weights and --lite."""
     p.add_argument("--backend", default=None, metavar="NAME",
                    help="force an inference backend: openvino-int8, openvino-f32, torch-bf16, torch-fp32 or "
                         "torch-exact (the published demo's pixels); default: auto, the fastest on this machine "
                         "that stays within 38 dB of float32 (also $ANIMEGAN_BACKEND; animegan info shows it)")
     p.add_argument("--weights", metavar="SRC", help="use these weights for the chosen style: a .pt/.safetensors "
                    "file, a model folder (config.json + model.safetensors, e.g. from distill) or a Hub repo id")
+    p.add_argument("--lite", action="store_true",
+                   help="use the style's fast variant, a small student distilled from it "
+                        "($ANIMEGAN_WEIGHTS_DIR/<style>-lite/, made by animegan distill)")
 
 
 def add_video(p: argparse.ArgumentParser, title: str, max_seconds: float) -> argparse._ArgumentGroup:

@@ -83,6 +83,9 @@ class Style:
     # False: the Space does not bake these weights into its image (no commit could be
     # pinned); they are downloaded on first use, and scripts/build_space.py says so.
     preload: bool = True
+    # The style this one is the fast variant of (a student distilled from it): not listed
+    # as a style of its own, offered as that style's "fast" choice (:func:`lite_variant`).
+    lite_of: str | None = None
 
     @property
     def is_onnx(self) -> bool:
@@ -279,8 +282,31 @@ def get_style(name: str) -> Style:
 
 def visible_styles(hide_noncommercial: bool = False) -> dict[str, Style]:
     """The registry as a deployer shows it: without non-commercial styles when asked
-    (``Settings.hide_noncommercial``, ANIMEGAN_HIDE_NONCOMMERCIAL)."""
-    return {n: s for n, s in STYLES.items() if not (hide_noncommercial and s.licence.noncommercial)}
+    (``Settings.hide_noncommercial``, ANIMEGAN_HIDE_NONCOMMERCIAL), and without the fast
+    variants (each is offered as its style's choice, not as a style)."""
+    return {n: s for n, s in STYLES.items()
+            if not (hide_noncommercial and s.licence.noncommercial) and s.lite_of is None}
+
+
+LITE_SUFFIX = "-lite"  # ANIMEGAN_WEIGHTS_DIR/<style>-lite/ holds a style's distilled student
+
+
+def lite_variant(style: str | Style, weights_dir: Path | None = None) -> Style | None:
+    """The fast variant of ``style`` (a student distilled from it), or None when there is none:
+    the last one registered with ``lite_of=<style>``, else a model folder
+    ``<weights_dir>/<style>-lite/`` (config.json + model.safetensors, as ``distill`` writes
+    it), registered here on first sight so that every way in finds it by name."""
+    s = get_style(style) if isinstance(style, str) else style
+    if s.lite_of is not None:
+        return s
+    registered = runtime.registered_styles()
+    for found in reversed(list(registered.values())):
+        if found.lite_of == s.name:
+            return found
+    folder = Path(weights_dir) / f"{s.name}{LITE_SUFFIX}" if weights_dir else None
+    if folder is not None and (folder / "config.json").is_file():
+        return register_style(f"{s.name}{LITE_SUFFIX}", path=folder, lite_of=s.name)
+    return None
 
 
 def shown_name(name: Any) -> str:
@@ -301,6 +327,10 @@ def choose(name: Any, *, hide_noncommercial: bool = False) -> Style:
                          f"not a {type(name).__name__}. Choose one of: {choices}.")
     if name in offered:
         return offered[name]
+    variant = STYLES.get(name) if name in STYLES else None
+    if variant is not None and variant.lite_of in offered and not (
+            hide_noncommercial and variant.licence.noncommercial):
+        return variant  # a fast variant of an offered style
     if name in STYLES:  # hidden by the deployer's policy
         raise StyleError(f"The style {shown_name(name)} is not offered here: its weights are for non-commercial "
                          f"use only (ANIMEGAN_HIDE_NONCOMMERCIAL). Choose one of: {choices}.")
@@ -379,14 +409,32 @@ def register_style(
     multiple: int = 1,
     layout: str | None = None,
     sha256: str | None = None,
+    lite_of: str | None = None,
 ) -> Style:
     """Add (or replace) a style: a Hub repo id + filename (a weights file), a Hub repo id
     alone (a model repo: config.json + model.safetensors, as ``save_pretrained`` and
     ``animegan distill`` write them), a URL, or a local path (a weights file or a model
     folder). A file ending in ``.onnx`` is an ONNX generator: give its ``value_range`` and
-    the ``multiple`` its height and width must be (the layout is read from the graph unless given)."""
+    the ``multiple`` its height and width must be (the layout is read from the graph unless given).
+
+    ``lite_of="<style>"``: these weights are that style's fast variant (a student distilled
+    from it): offered as its "fast" choice, not listed as a style. Unless given, its title,
+    credit, licence and size are its teacher's (a student of non-commercial weights is
+    non-commercial)."""
     if not (path or url or repo_id):
         raise ValueError("A style needs a local path, a URL, or a Hub repo_id (and filename for a weights file).")
+    if lite_of is not None:
+        teacher = STYLES[lite_of] if lite_of in STYLES else None
+        if teacher is None:
+            raise ValueError(f"lite_of={lite_of!r} names no style; register the style first.")
+        title = title or f"{teacher.title} (fast)"
+        if description == "A style added by the user.":
+            description = f"A small, fast student distilled from {teacher.title}: {teacher.description}"
+        if credit == "User-provided weights.":
+            credit = f"A LiteGenerator distilled (animegan distill) from {teacher.title}. Teacher: {teacher.credit}"
+        if licence is UNKNOWN_LICENCE:
+            licence = student_licence(teacher)
+        size, is_face_model = teacher.size, teacher.is_face_model
     style = Style(
         name=name,
         title=title or name,
@@ -404,6 +452,20 @@ def register_style(
         multiple=multiple,
         layout=layout,
         sha256=sha256.lower() if sha256 else None,
+        lite_of=lite_of,
     )
     runtime.registered_styles()[name] = style
     return style
+
+
+def student_licence(teacher: Style) -> Licence:
+    """The licence card of a student distilled from ``teacher``: the teacher's terms, which
+    its outputs (the student's training targets) carry over."""
+    lic = teacher.licence
+    return Licence(
+        trained_by=f"a student distilled (animegan distill) from {teacher.title} ({teacher.name}), "
+                   f"whose weights were trained by {lic.trained_by}",
+        origin=f"learned from the outputs of {teacher.name} ({lic.origin})",
+        terms=f"the teacher's terms apply: {lic.terms}",
+        commercial=lic.commercial,
+    )

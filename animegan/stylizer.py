@@ -80,7 +80,8 @@ class Stylizer:
     first picture instead of in the background, telling ``progress(fraction, text)``;
     ``defer_fast=True`` serves on float32 and starts that background work only when
     :meth:`start_fast` is called (the app: once its port is open, so that preparing never
-    delays serving).
+    delays serving). ``lite=True``: the style's fast variant (:meth:`lite_style`) is the
+    default style, and an error says how to get one where there is none.
     """
 
     def __init__(
@@ -98,11 +99,13 @@ class Stylizer:
         progress: ProgressFn | None = None,
         defer_fast: bool = False,
         exact_statistics: bool = False,
+        lite: bool = False,
     ) -> None:
         rt = runtime or _runtime_for(settings)
         self.runtime = rt.with_settings(settings) if settings is not None else rt
         self.settings = self.runtime.settings
-        self.style = self.check_style(style).name  # fail early on a typo or a hidden style
+        # fail early on a typo or a hidden style; lite: the style's fast variant (a distilled student)
+        self.style = self.variant(style, lite)
         self.backend_name = backend or self.settings.backend
         self.max_side = max_side
         self.max_pixels = max_pixels
@@ -131,6 +134,33 @@ class Stylizer:
     def styles(self) -> dict[str, Style]:
         """The styles offered here (all, or without the non-commercial ones)."""
         return styles.visible_styles(self.settings.hide_noncommercial)
+
+    def lite_style(self, style: str | None = None) -> str | None:
+        """The name of ``style``'s fast variant offered here (a student distilled from it:
+        ``ANIMEGAN_WEIGHTS_DIR/<style>-lite/`` or ``register_style(..., lite_of=<style>)``),
+        or None when it has none; a fast variant is its own."""
+        spec = self.check_style(style or self.style)
+        found = styles.lite_variant(spec, self.settings.weights_dir)
+        if found is None:
+            return None
+        try:
+            return self.check_style(found.name).name  # the policy holds for the variant too
+        except styles.StyleError:
+            return None
+
+    def variant(self, style: str | None = None, lite: bool = False) -> str:
+        """The style to run: ``style`` itself, or with ``lite`` its fast variant; a
+        :class:`~animegan.styles.StyleError` that says how to get one where it has none."""
+        spec = self.check_style(style or self.style)
+        if not lite:
+            return spec.name
+        found = self.lite_style(spec.name)
+        if found is None:
+            raise styles.StyleError(
+                f"The style {spec.name!r} has no fast variant here. Distil one (python -m animegan distill "
+                f"--teacher {spec.name} --photos DIR --out DIR --minutes 30) and put the folder at "
+                f"$ANIMEGAN_WEIGHTS_DIR/{spec.name}{styles.LITE_SUFFIX}/, or run without --lite.")
+        return found
 
     # -- models -----------------------------------------------------------------------
     def weights_path(self, style: str) -> str | Path:

@@ -17,7 +17,7 @@ from PIL import Image
 from animegan import LiteGenerator, load_generator
 from animegan.cli import main as cli_main
 from animegan.train import TrainingError
-from animegan.train.data import CropSampler, load_photos
+from animegan.train.data import Augment, CropSampler, load_photos
 from animegan.train.loop import Budget, RunFolder
 from animegan.train.perceptual import VGG16_URL, VGGFeatures, vgg16_cache_path, weighted_l1
 
@@ -143,6 +143,7 @@ def test_budget_and_run_folder_refuse_nonsense(tmp_path):
 def distill(out, steps, photo_dir, *extra) -> int:
     return cli_main(["distill", "--teacher-weights", str(PROXY_WEIGHTS), "--photos", str(photo_dir),
                      "--out", str(out), "--steps", str(steps), "--size", "32", "--batch", "4", "--pool", "12",
+                     "--refresh", "1", "--perceptual", "0.1",
                      "--width", "16", "--res-blocks", "1", "--photo-side", "128", "--sample-every", "12",
                      "--log-every", "4", "--checkpoint-every", "12", "--device", "cpu", "--quiet", *extra])
 
@@ -198,3 +199,62 @@ def test_distill_help_has_examples(capsys):
         cli_main(["distill", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "--teacher-weights" in text and "--weights lite_face" in text
+
+
+# --- issue 23 and 22: defaults that fit the device, varied crops, budgets kept --------------------
+def test_varied_crops_stay_crops_of_the_photos_and_are_resumable(photos):
+    plain = CropSampler(photos, 48, seed=5).batch(12).images
+    sampler = CropSampler(photos, 48, scale=(0.3, 1.5), seed=5, augment=Augment(colour=1.0, rotate=1.0, blur=0.5,
+                                                                                   noise=0.5, jpeg=0.5, mix=0.5))
+    state = sampler.state_dict()
+    varied = sampler.batch(12)
+    assert varied.images.shape == plain.shape and -1 <= varied.images.min() and varied.images.max() <= 1
+    assert not torch.equal(varied.images, plain)
+    assert varied.images.std() > 0.1  # pictures, not blank squares
+    sampler.load_state_dict(state)
+    assert torch.equal(sampler.batch(12).images, varied.images)
+
+
+def test_defaults_fit_the_device_and_the_budget_and_say_why(photos):
+    from animegan.train.distill import LADDER, fit_to_device
+    from animegan.train.loop import Device
+
+    student = LiteGenerator(width=8, res_blocks=0, stem="unshuffle")
+    cpu = Device(torch.device("cpu"), None)
+    label = lambda x: x.clone()  # noqa: E731 - a teacher that costs nothing
+    none = dict(size=None, batch=None, pool=None, refresh=None, perceptual=0.0)
+    short = fit_to_device(none, student, cpu, label, Budget(minutes=0.5))
+    long = fit_to_device(none, student, cpu, label, Budget(minutes=600))
+    assert (short.size, short.batch) in LADDER and (long.size, long.batch) in LADDER
+    assert long.size * long.size * long.batch >= short.size * short.size * short.batch
+    assert short.pool >= 2 * short.batch and 0 < short.refresh <= short.batch
+    assert any("measured here" in r for r in short.reasons) and any("crops" in r for r in short.reasons)
+    given = fit_to_device(dict(size=40, batch=3, pool=9, refresh=0.5, perceptual=0.0), student, cpu, label,
+                          Budget(steps=5))
+    assert (given.size, given.batch, given.pool, given.refresh) == (40, 3, 9, 0.5)  # as given, nothing measured
+
+
+def test_a_missing_vgg16_stops_before_any_work_and_names_perceptual_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for var in ("https_proxy", "HTTPS_PROXY"):  # no network here: fail at once
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    out = tmp_path / "run"
+    # the teacher does not even exist: the VGG16 check comes first, before any work
+    assert cli_main(["distill", "--teacher", "nope", "--photos", str(tmp_path), "--out", str(out),
+                     "--minutes", "1", "--perceptual", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "--perceptual 0" in err and "VGG16" in err and "Unknown style" not in err
+    assert not out.exists()
+
+
+def test_a_budget_spent_before_the_first_step_saves_no_model(photo_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli_main(["distill", "--teacher-weights", str(PROXY_WEIGHTS), "--photos", str(photo_dir), "--out", str(out),
+                     "--minutes", "0.0001", "--size", "32", "--batch", "2", "--pool", "8", "--refresh", "1",
+                     "--perceptual", "0", "--width", "8", "--res-blocks", "0", "--photo-side", "96", "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "no model was saved" in text and "--minutes" in text and "use it with" not in text
+    assert not (out / "model.safetensors").exists()

@@ -79,7 +79,7 @@ def build(settings: Settings | None = None, app: App | None = None, *, check_wei
 
         common = dict(concurrency_id="stylize", concurrency_limit=1, preprocess=False)
         c["run"].click(results.as_files(app.stylize_page, "png", "webp", None),
-                       [c["photo"], c["style"], c["faces"], c["side"], c["face_style"]],
+                       [c["photo"], c["style"], c["faces"], c["side"], c["face_style"], c["lite"]],
                        [c["result"], c["compare"], c["status"]],
                        api_visibility="private", show_progress_on=[c["result"]], js=SHOW_RESULT_JS, **common)
         # The public API: (image, style name, face crop) -> image. A hidden trigger keeps it

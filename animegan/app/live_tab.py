@@ -49,7 +49,7 @@ def add_live_tab(
     engine = live.LiveStylizer(stylizer, side=side, time_limit=time_limit, window=window)
     visitors = visitors or Visitors()
 
-    def run(frame, style, size, face, steady, request):
+    def run(frame, style, size, face, steady, full, request):
         # preprocess=False: the frame arrives as an upload (path) or data URL, and the engine
         # reads its size from the header before decoding it (no decoding by Gradio first).
         # The engine keeps each session's state (counters, Steady's last frames) by the
@@ -59,7 +59,7 @@ def add_live_tab(
         key = getattr(request, "session_hash", None)
         try:
             _, result = engine.process(None, frame, style, size, face_crop=face, clients=visitors.keys(request),
-                                       steady=bool(steady), key=key)
+                                       steady=bool(steady), key=key, lite=not full)
         except live.LiveLimitReached as exc:
             raise gr.Error(str(exc), title="Time is up", print_exception=False) from None
         except Exception as exc:
@@ -69,16 +69,16 @@ def add_live_tab(
     def picture(result: live.FrameResult):
         return results.save(result.image, "jpeg", "live") if results is not None else result.image
 
-    def on_stream(frame, style, size, face, steady, request: gr.Request):
-        result = run(frame, style, size, face, steady, request)
+    def on_stream(frame, style, size, face, steady, full=False, request: gr.Request = None):
+        result = run(frame, style, size, face, steady, full, request)
         if not result.processed:  # dropped: leave the picture as it is, send nothing
             return gr.skip(), gr.skip()
         return picture(result), result.status
 
-    def on_frame(frame, style, size, face, steady, request: gr.Request):
+    def on_frame(frame, style, size, face, steady, full=False, request: gr.Request = None):
         if frame is None:
             raise gr.Error("No frame received; send an image.", print_exception=False)
-        result = run(frame, style, size, face, steady, request)
+        result = run(frame, style, size, face, steady, full, request)
         if not result.processed:  # no new picture: say so rather than send the last one again
             return None, "dropped (busy) · " + result.status
         return picture(result), result.status
@@ -103,15 +103,18 @@ def add_live_tab(
                     face = gr.Checkbox(False, label="Face crop (portrait framing that follows the face)")
                     steady = gr.Checkbox(False, label="Steady (less flicker: follows the motion between frames)",
                                          elem_id="live-steady")
+                # only where a style has a fast variant (a distilled student), which is then the default
+                full = [gr.Checkbox(False, label="Full model (slower than the fast one)", elem_id="live-full")
+                        ] if any(stylizer.lite_style(name) for _, name in style_choices) else []
             with gr.Column():
                 out = gr.Image(label="Anime, live", format="jpeg", interactive=False, elem_id="live-output")
                 status = gr.Textbox(label="Frame rate and delay", interactive=False, elem_id="live-status")
-        cam.stream(on_stream, [cam, style, size, face, steady], [out, status], api_name="live",
+        cam.stream(on_stream, [cam, style, size, face, steady, *full], [out, status], api_name="live",
                    stream_every=stream_every, time_limit=int(time_limit) + 5,
                    concurrency_limit=concurrency_limit, concurrency_id="live", show_progress="hidden",
                    preprocess=False)
         api_button = gr.Button("Stylize one frame", visible=False)
-        api_button.click(on_frame, [cam, style, size, face, steady], [out, status],
+        api_button.click(on_frame, [cam, style, size, face, steady, *full], [out, status],
                          api_name="stylize_frame",
                          concurrency_limit=concurrency_limit, concurrency_id="live_api", show_progress="hidden",
                          preprocess=False)

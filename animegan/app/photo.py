@@ -277,10 +277,15 @@ class App:
             title="Weights unavailable", print_exception=False)
 
     # -- one photo ----------------------------------------------------------------------
+    def has_lite(self) -> bool:
+        """Whether any offered style has a fast variant (a distilled student) here."""
+        return any(self.stylizer.lite_style(name) for name in self.styles)
+
     def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None,
-             face_style: Any = None) -> Result:
+             face_style: Any = None, lite: Any = False) -> Result:
         src = image_source(payload)
         style = check_style(self.stylizer, style, self.default_style())
+        style = (self.stylizer.lite_style(style) or style) if lite is True else style
         mode = check_face_mode(face_crop)
         faces_in = check_style(self.stylizer, face_style, None) if mode == "paste" else None
         side = self.clamp_side(side)
@@ -316,9 +321,9 @@ class App:
         return self._run(image, style, face_crop, self.settings.default_side, progress, face_style).image
 
     def stylize_page(self, image: Any, style: Any, face_crop: Any, side: Any, face_style: Any = SAME_STYLE,
-                     progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
+                     lite: Any = False, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         """The button: the image, a before/after pair and the status line (with the weights' terms)."""
-        result = self._run(image, style, face_crop, side, progress, face_style)
+        result = self._run(image, style, face_crop, side, progress, face_style, lite)
         terms = [n.removeprefix(LICENCE_NOTE) for n in result.notes if n.startswith(LICENCE_NOTE)]
         for note in result.notes:
             if not note.startswith(LICENCE_NOTE):
@@ -370,6 +375,8 @@ def photo_tab(app: App) -> dict[str, Any]:
                                           visible=False, elem_id="face-style")
             c["side"] = gr.Slider(policy.SIDE_MIN, limit, value=default, step=64, label="Output size (px)",
                                   info=side_help, elem_id="output-size")
+            c["lite"] = gr.Checkbox(False, label="Fast model (a small student distilled from the style)",
+                                    visible=app.has_lite(), elem_id="lite")
             c["run"] = gr.Button("Turn into anime ✨", variant="primary", elem_id="run-button")
             gr.Examples(
                 [[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS if (EXAMPLES_DIR / name).is_file()],

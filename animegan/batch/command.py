@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                       max_side=args.max_side, format=args.format, suffix=args.suffix,
                       video_max_side=args.video_max_side, max_seconds=args.max_seconds, trim=args.trim,
                       backend=args.backend, weights=os.path.abspath(args.weights) if args.weights else None,
-                      exact_statistics=args.exact_statistics)
+                      exact_statistics=args.exact_statistics, lite=args.lite)
     try:
         rt = runtime.start(Settings.from_env())
     except ValueError as exc:
@@ -166,7 +166,7 @@ def _prepare_local(options: Options, rt: Runtime) -> str | None:
     line = shared.PrepareLine("animegan batch")
     try:
         Stylizer(options.style, runtime=rt, backend=options.backend, weights_file=options.weights,
-                 wait_for_fast=True, progress=line).backend()
+                 wait_for_fast=True, progress=line, lite=options.lite).backend()
     except (WeightsError, ValueError, OSError) as exc:
         return str(exc)
     finally:
@@ -179,7 +179,7 @@ def _check_style(options: Options, rt: Runtime) -> str | None:
     from ..stylizer import Stylizer
 
     try:
-        Stylizer(options.style, runtime=rt, weights_file=options.weights)
+        Stylizer(options.style, runtime=rt, weights_file=options.weights, lite=options.lite)
     except ValueError as exc:
         return str(exc)
     return None

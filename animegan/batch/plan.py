@@ -48,6 +48,7 @@ class Options:
     backend: str | None = None
     weights: str | None = None
     exact_statistics: bool = False
+    lite: bool = False  # the style's fast variant (ANIMEGAN_WEIGHTS_DIR/<style>-lite/)
 
     def key(self) -> str:
         """A short hash of the options that change the pixels: a rerun with other
@@ -55,8 +56,9 @@ class Options:
         shaping = asdict(self)
         for name in ("src", "dst", "backend"):  # where files live and how fast they are made
             shaping.pop(name)
-        if not self.exact_statistics:  # the default: the keys of manifests made before the option stay valid
-            shaping.pop("exact_statistics")
+        for name in ("exact_statistics", "lite"):  # off: the keys of manifests made before the option stay valid
+            if not shaping[name]:
+                shaping.pop(name)
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 

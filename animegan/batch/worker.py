@@ -55,7 +55,8 @@ class Worker:
         # elsewhere (a Ray node) the worker prepares it before its first file, not in a thread
         self.stylizer = Stylizer(options.style, runtime=rt, backend=options.backend,
                                  max_side=options.max_side or None, weights_file=options.weights, cache_size=0,
-                                 wait_for_fast=True, exact_statistics=options.exact_statistics)
+                                 wait_for_fast=True, exact_statistics=options.exact_statistics,
+                                 lite=options.lite)
         self.stylizer.backend()  # load now: a worker that cannot load its model fails at the start
         self.host = socket.gethostname()
         self.key = options.key()

@@ -121,23 +121,50 @@ class LiteGenerator(nn.Module, HubMixin):
     ``width`` is the first layer's channel count (the encoder doubles it twice: 32, 64,
     128 by default); ``res_blocks`` residual conv blocks at ``4 * width`` channels follow the
     attention block (the depth setting); ``attn_dim`` and ``window`` shape the attention.
+    ``stem`` chooses where the work at the picture's own resolution goes:
+
+    - ``"conv"`` (the seed's layout, and what a config.json without ``stem`` means): a 7x7
+      conv at full size in, two sub-pixel steps and a 7x7 conv to RGB at full size out.
+    - ``"unshuffle"`` (what distill trains): no layer runs at full size. The photo is
+      folded into 12 channels at half size (PixelUnshuffle, no information lost), encoded
+      at 1/2 and 1/4, and the last layer, a 3x3 conv at half size that also sees the folded
+      photo itself, writes 12 channels that PixelShuffle unfolds into the RGB picture. On
+      OpenVINO the full-size layers of ``"conv"`` (3-channel 7x7 convs, full-size norms and
+      shuffles) were ~45 % of the time for ~10 % of the multiply-adds (profiled per layer,
+      benchmarks/results/distill.md); here every layer is wide and at most half size.
+
     Every argument is recorded in config.json by ``save_pretrained``.
     """
 
-
-    def __init__(self, width: int = 32, res_blocks: int = 2, attn_dim: int = 16, window: int = 8) -> None:
+    def __init__(self, width: int = 32, res_blocks: int = 2, attn_dim: int = 16, window: int = 8,
+                 stem: str = "conv") -> None:
         super().__init__()
+        if stem not in ("conv", "unshuffle"):
+            raise ValueError(f"stem is conv or unshuffle, not {stem!r}")
         c1, c2, c3 = width, width * 2, width * 4
+        self.stem = stem
         self.multiple = 4 * window  # two stride-2 steps, then whole attention windows
-        self.encoder = nn.Sequential(
-            ConvNormAct(3, c1, kernel_size=7),
-            ConvNormAct(c1, c2, stride=2),
-            ConvNormAct(c2, c3, stride=2),
-        )
+        if stem == "conv":
+            self.encoder = nn.Sequential(
+                ConvNormAct(3, c1, kernel_size=7),
+                ConvNormAct(c1, c2, stride=2),
+                ConvNormAct(c2, c3, stride=2),
+            )
+        else:  # half size from the start: 12 folded channels -> c2 -> (stride 2) c3
+            self.encoder = nn.Sequential(
+                nn.PixelUnshuffle(2),
+                ConvNormAct(12, c2, kernel_size=3),
+                ConvNormAct(c2, c3, stride=2),
+            )
         self.attention = ResidualAttention(c3, attn_dim, window)
         self.blocks = nn.Sequential(*(ResBlock(c3) for _ in range(res_blocks)))
-        self.decoder = nn.Sequential(UpShuffle(c3, c2), UpShuffle(c2, c1))
-        self.out_layer = nn.Sequential(nn.Conv2d(c1, 3, 7, padding=3, bias=True), nn.Tanh())
+        if stem == "conv":
+            self.decoder = nn.Sequential(UpShuffle(c3, c2), UpShuffle(c2, c1))
+            self.out_layer = nn.Sequential(nn.Conv2d(c1, 3, 7, padding=3, bias=True), nn.Tanh())
+        else:  # 1/4 -> 1/2, one conv at 1/2 (with the encoder's half-size features added), then out
+            self.decoder = nn.Sequential(UpShuffle(c3, c2), ConvNormAct(c2, c2))
+            self.out_layer = nn.Sequential(nn.Conv2d(c2 + 12, 12, 3, padding=1, bias=True), nn.PixelShuffle(2),
+                                           nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -147,9 +174,18 @@ class LiteGenerator(nn.Module, HubMixin):
         # the pad to be smaller than the image); the padding is cropped off at the end.
         top, left = pad_h // 2, pad_w // 2
         out = F.pad(x, (left, pad_w - left, top, pad_h - top), mode="replicate")
-        out = self.encoder(out)
-        out = self.attention(out)
-        out = self.blocks(out)
-        out = self.decoder(out)
-        out = self.out_layer(out)
+        if self.stem == "conv":
+            out = self.encoder(out)
+            out = self.attention(out)
+            out = self.blocks(out)
+            out = self.decoder(out)
+            out = self.out_layer(out)
+        else:
+            folded = self.encoder[0](out)  # N x 12 x H/2 x W/2
+            half = self.encoder[1](folded)
+            out = self.encoder[2](half)
+            out = self.attention(out)
+            out = self.blocks(out)
+            out = self.decoder[1](self.decoder[0](out) + half)  # the half-size detail comes back
+            out = self.out_layer(torch.cat([out, folded], dim=1))
         return out[..., top : top + h, left : left + w]

@@ -9,6 +9,10 @@ sampling with a per-pixel loss weight map.
 - :class:`CropSampler` draws batches: at least ``face_fraction`` of every batch are face
   crops when any photo holds a face; each crop comes with a weight map that is
   ``face_weight`` inside every face box it contains and 1 elsewhere.
+- :class:`Augment` (distillation's, off unless given): a few photos made to look like
+  many, as a camera and a light would vary them (rotation, colour and lighting, blur,
+  noise, JPEG, grayscale, a patch of another photo). Only the input is changed: the
+  teacher labels what the student will see, so every change is a correct example.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from .. import images
 from . import TrainingError
@@ -110,6 +114,63 @@ def load_photos(
     return photos
 
 
+@dataclass(frozen=True)
+class Augment:
+    """How strongly :class:`CropSampler` varies each crop (probabilities and ranges).
+
+    ``whole``: the share of crops that are a whole photo's short side scaled down (the
+    whole picture's statistics, as a full photo gives them at inference); ``rotate``: the
+    share turned by up to ``max_angle`` degrees; ``colour``: the share with brightness,
+    contrast, saturation and gamma changed (``hue``: and the hue turned); ``gray``,
+    ``blur``, ``noise``, ``jpeg``: a camera's and a file's losses; ``mix``: the share
+    with a rectangle of another photo pasted in (content no photo has)."""
+
+    whole: float = 0.1
+    rotate: float = 0.3
+    max_angle: float = 20.0
+    colour: float = 0.8
+    hue: float = 0.3
+    gray: float = 0.08
+    blur: float = 0.15
+    noise: float = 0.15
+    jpeg: float = 0.1
+    mix: float = 0.2
+
+    def apply(self, crop: Image.Image, rng: np.random.Generator, other: np.ndarray | None = None) -> Image.Image:
+        """The crop, varied (same size and mode)."""
+        if self.colour and rng.random() < self.colour:
+            crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.6, 1.4))
+            crop = ImageEnhance.Contrast(crop).enhance(rng.uniform(0.6, 1.5))
+            crop = ImageEnhance.Color(crop).enhance(rng.uniform(0.3, 1.8))
+            gamma = math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+            crop = crop.point([round(255 * (i / 255) ** gamma) for i in range(256)] * 3)
+            if rng.random() < self.hue:
+                hsv = np.asarray(crop.convert("HSV")).copy()
+                hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(-25, 26))) % 256
+                crop = Image.fromarray(hsv, "HSV").convert("RGB")
+        if rng.random() < self.gray:
+            crop = crop.convert("L").convert("RGB")
+        if other is not None and rng.random() < self.mix:
+            w, h = crop.size
+            pw, ph = int(rng.integers(w // 4, w // 2 + 1)), int(rng.integers(h // 4, h // 2 + 1))
+            oy, ox = int(rng.integers(0, other.shape[0] - ph + 1)), int(rng.integers(0, other.shape[1] - pw + 1))
+            crop = crop.copy()
+            crop.paste(Image.fromarray(other[oy : oy + ph, ox : ox + pw]),
+                       (int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))))
+        if rng.random() < self.blur:
+            crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.5)))
+        if rng.random() < self.noise:
+            arr = np.asarray(crop, dtype=np.float32) + rng.normal(0, rng.uniform(2, 8), (crop.height, crop.width, 1))
+            crop = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        if rng.random() < self.jpeg:
+            import io
+
+            buf = io.BytesIO()
+            crop.save(buf, "JPEG", quality=int(rng.integers(40, 91)))
+            crop = Image.open(buf).convert("RGB")
+        return crop
+
+
 @dataclass
 class Batch:
     images: torch.Tensor  # N x 3 x S x S float32 in [-1, 1]
@@ -136,8 +197,10 @@ class CropSampler:
         face_zoom: tuple[float, float] = (1.6, 3.0),
         flip: bool = True,
         seed: int = 0,
+        augment: Augment | None = None,
     ) -> None:
         self.photos = photos
+        self.augment = augment
         self.size = size
         self.scale = scale
         self.face_fraction = face_fraction
@@ -186,6 +249,8 @@ class CropSampler:
         lo, hi = self.scale
         s = math.exp(self.rng.uniform(math.log(lo), math.log(hi)))
         side = min(h, w, max(8, round(self.size / s)))
+        if self.augment is not None and self.rng.random() < self.augment.whole:
+            side = min(h, w)  # the whole photo's short side, scaled down to the crop
         x0 = int(self.rng.integers(0, w - side + 1))
         y0 = int(self.rng.integers(0, h - side + 1))
         return self._cut(photo, x0, y0, side, face=False)
@@ -205,9 +270,16 @@ class CropSampler:
 
     def _cut(self, photo: Photo, x0: int, y0: int, side: int, face: bool) -> tuple[np.ndarray, np.ndarray, bool]:
         k = self.size / side
-        crop = Image.fromarray(photo.pixels[y0 : y0 + side, x0 : x0 + side])
+        aug = self.augment
+        if aug is not None and aug.rotate and self.rng.random() < aug.rotate:
+            crop = self._rotated(photo, x0, y0, side)
+        else:
+            crop = Image.fromarray(photo.pixels[y0 : y0 + side, x0 : x0 + side])
         if side != self.size:
             crop = crop.resize((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=None)
+        if aug is not None:
+            other = self.photos[int(self.rng.integers(len(self.photos)))].pixels
+            crop = aug.apply(crop, self.rng, other if min(other.shape[:2]) >= self.size else None)
         arr = np.asarray(crop, dtype=np.uint8)
         weight = np.ones((self.size, self.size), dtype=np.float32)
         for fx0, fy0, fx1, fy1 in photo.faces:  # every face inside the crop, not only the chosen one
@@ -218,3 +290,21 @@ class CropSampler:
         if self.flip and self.rng.random() < 0.5:
             arr, weight = arr[:, ::-1], weight[:, ::-1]
         return np.ascontiguousarray(arr), np.ascontiguousarray(weight), face
+
+    def _rotated(self, photo: Photo, x0: int, y0: int, side: int) -> Image.Image:
+        """The ``side`` square at (x0, y0), turned about its centre by a random angle: cut
+        from a region large enough that no corner is empty (the plain square where the
+        photo is too small for that)."""
+        h, w = photo.pixels.shape[:2]
+        angle = self.rng.uniform(-self.augment.max_angle, self.augment.max_angle)
+        t = math.radians(abs(angle))
+        big = math.ceil(side * (math.cos(t) + math.sin(t))) + 2
+        cx, cy = x0 + side / 2, y0 + side / 2
+        bx0 = int(round(min(max(cx - big / 2, 0), w - big)))
+        by0 = int(round(min(max(cy - big / 2, 0), h - big)))
+        if big > min(h, w):
+            return Image.fromarray(photo.pixels[y0 : y0 + side, x0 : x0 + side])
+        region = Image.fromarray(photo.pixels[by0 : by0 + big, bx0 : bx0 + big])
+        region = region.rotate(angle, resample=Image.Resampling.BILINEAR)
+        off = (big - side) // 2
+        return region.crop((off, off, off + side, off + side))

@@ -82,7 +82,26 @@ def load_source(src: str, rt: runtime.Runtime | None = None) -> Source:
         if not isinstance(model, nn.Module):
             raise TrainingError(f"Style {src!r} is an ONNX file already; export works on PyTorch generators.")
         return Source(model, f"style {src} ({style.source})", licence_markdown(style))
-    return Source(load_generator(src, rt=rt), src)
+    return Source(load_generator(src, rt=rt), src, **_student_credit(Path(src)))
+
+
+def _student_credit(folder: Path) -> dict:
+    """A distill run folder's credit: whose weights the student learned from, with that
+    style's licence card (a student of non-commercial weights is non-commercial); nothing
+    for other sources."""
+    try:
+        run = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if "teacher_name" not in run:
+        return {}
+    card = run.get("teacher_licence")
+    said = ("A student (LiteGenerator) distilled with `animegan distill` from the outputs of "
+            f"**{run['teacher_name']}**: the teacher's terms apply to it. ")
+    if card:
+        return {"credit": said + "The teacher's licence card: " + card}
+    return {"credit": said + "The teacher's weights were supplied by the user (not a registered style): "
+                             "their terms, as their owner states them, apply."}
 
 
 def _photo(side: int) -> np.ndarray:
