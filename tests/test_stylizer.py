@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import PROXY_WEIGHTS, photo
+from conftest import PROXY_WEIGHTS, ROOT, photo
 from PIL import Image, ImageFilter
 
 import animegan
@@ -126,8 +129,13 @@ def test_cache_is_bounded():
 
 
 def test_stylize_function_and_errors(offline_weights):
-    out = animegan.stylize(photo("chelsea.png"), max_side=128)
-    assert isinstance(out, Image.Image) and out.size == (128, 85)
+    # a fresh process, as a library user has: the settings (the weights folder) are read once per process
+    code = ("import animegan, sys; out = animegan.stylize(sys.argv[1], max_side=128); "
+            "print(type(out).__name__, out.size)")
+    run = subprocess.run([sys.executable, "-c", code, str(photo("chelsea.png"))], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), ANIMEGAN_BACKEND="torch-fp32"), timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "Image (128, 85)"
     with pytest.raises(ValueError, match="Unknown style 'nope'. Choose one of: face_paint_512_v2"):
         animegan.stylize(photo("chelsea.png"), style="nope")
     with pytest.raises(animegan.ImageError):
