@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import PROXY_WEIGHTS, ROOT, photo
 from PIL import Image
 
@@ -86,6 +87,7 @@ def test_help_and_list_styles():
     assert proc.returncode == 2 and "give at least one photo" in proc.stderr
 
 
+@pytest.mark.slow  # two fresh processes and an int8 build: the whole suite's tier
 def test_the_first_run_prepares_the_fast_backend_once_and_the_second_uses_it(tmp_path, weights_dir):
     """A short process reaches the fast path: on a fresh cache the first run says it prepares
     the fastest backend for this machine (in the foreground: a background build would die

@@ -54,6 +54,7 @@ def outcome(url: str, api: str, event: str, timeout: float = 300) -> str:
 
 
 # -- 2. one visitor cannot lock everyone out --------------------------------------------------------
+@pytest.mark.slow  # a real server (or an int8 build): the whole suite's tier
 def test_one_visitors_clips_neither_fill_the_queue_nor_turn_photos_away(weights_dir, tmp_path):
     """One address queues more clips than the whole queue holds (queue size 4): before, the
     shared queue was full and every photo visitor was told "Queue is full"; now clips have
@@ -103,7 +104,12 @@ def test_live_sessions_are_let_go_when_they_are_over_not_an_hour_later(stylizer,
         before = steadies()
         for _ in range(8):
             client = Client(url, verbose=False, download_files=False)
-            _, status = client.predict(handle_file(str(frame)), STYLE, 128, False, True, api_name="/stylize_frame")
+            for _ in range(20):  # a frame that meets a busy moment (the fast backend preparing) is dropped: send again
+                _, status = client.predict(handle_file(str(frame)), STYLE, 128, False, True,
+                                           api_name="/stylize_frame")
+                if "1 shown" in status:
+                    break
+                time.sleep(0.5)
             assert "1 shown" in status
         time.sleep(live.SESSION_GAP + 0.5)  # every one of them is over
         Client(url, verbose=False, download_files=False).predict(handle_file(str(frame)), STYLE, 128, False, False,
@@ -127,6 +133,7 @@ def _until(check, seconds: float = 60) -> bool:
     return check()
 
 
+@pytest.mark.slow  # a real server (or an int8 build): the whole suite's tier
 def test_broken_uploads_leave_nothing_on_disk_and_nothing_survives_shutdown(weights_dir, tmp_path):
     """An upload refused at the size limit mid-stream, one its client walks away from half
     way, and a request of 1000 tiny files: before, the first two stayed on disk for good
@@ -193,6 +200,7 @@ def _result(url: str, photo_data: dict) -> dict:
     return json.loads(said.split(" ", 1)[1])[0]
 
 
+@pytest.mark.slow  # a real server (or an int8 build): the whole suite's tier
 def test_identical_results_download_whole_while_others_ask_for_them(app_server):
     """Visitors asking for the same example photo at once (12 clients x 8 requests
     before): each result was written again under the same content-named file while
@@ -258,6 +266,7 @@ def _use_up_the_address(url: str, frame: Path) -> None:
     raise AssertionError("the address's live share was never used up")
 
 
+@pytest.mark.slow  # a real server (or an int8 build): the whole suite's tier
 def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(weights_dir, tmp_path):
     """Outside a Space (no SPACE_ID, ANIMEGAN_TRUSTED_PROXIES unset) X-Forwarded-For is the
     visitor's own text: a visitor whose address has used its live time cannot get a fresh
