@@ -47,8 +47,7 @@ CROP_COVERAGE = 1 / 3
 
 def _tile_input(rgb: np.ndarray, tile: layout.Tile) -> np.ndarray:
     y0, y1, x0, x1 = tile.extent
-    part = rgb[y0:y1, x0:x1].astype(np.float32) * np.float32(2 / 255) - np.float32(1)
-    return np.ascontiguousarray(part.transpose(2, 0, 1)[None])
+    return _as_input(rgb[y0:y1, x0:x1])
 
 
 def _to_uint8(out: np.ndarray) -> np.ndarray:
