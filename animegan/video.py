@@ -293,16 +293,10 @@ def stylize_video(
     source = Path(source)
     style = stylizer.check_style(style or stylizer.style).name  # the core's policy, before any work
     start = time.perf_counter()
-    info = probe(source)
-    check_limits(source.name, info)
+    info = admit(source, max_seconds, trim)
     notes: list[str] = []
-    # the picture's length, or the sound's when it runs on well past the picture
-    length = info.duration
-    if info.length and (length is None or info.length > length + SOUND_SLACK):
-        length = info.length
+    length = _span(info)
     if length is not None and max_seconds and length > max_seconds + 1e-3:
-        if not trim:
-            _check_length(source.name, length, max_seconds)
         notes.append(f"Cut to the first {max_seconds:g} s of {length:.1f} s.")
     size = frame_size((info.width, info.height), max_side)
     if (info.width, info.height) != size:
@@ -310,10 +304,7 @@ def stylize_video(
     if info.rotation:
         notes.append(f"Turned upright (rotation metadata {info.rotation} degrees).")
     limit = max_seconds if max_seconds else None
-    budget = Budget(source.name, math.ceil(limit * policy.VIDEO_MAX_FPS) if limit else None, trim,
-                    max_job_seconds)
-    if budget.frames and info.frames and info.frames > budget.frames and not trim:
-        budget.refuse_frames(info.frames)
+    budget = Budget(source.name, _frame_budget(max_seconds), trim, max_job_seconds)
     total = info.frames
     if limit and info.duration and info.duration > limit and info.fps:
         total = math.ceil(limit * info.fps)
@@ -336,6 +327,38 @@ def stylize_video(
         raise
     return VideoResult(output, style, frames, frames / duration if duration > 0 else info.fps, size, duration,
                        has_audio, time.perf_counter() - start, backend.name, notes)
+
+
+def admit(source: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS, trim: bool = False
+          ) -> VideoInfo:
+    """The clip's header, or VideoError when it must be refused before a frame is decoded:
+    unreadable, frames over 4K, too many frames a second, longer than ``max_seconds``
+    (picture or sound; unless ``trim``), more frames than the length limit allows. Cheap
+    (the header and the first frame): the app runs it when a clip joins the queue, so a
+    refused clip never waits in line, and :func:`stylize_video` runs it again."""
+    source = Path(source)
+    info = probe(source)
+    check_limits(source.name, info)
+    if not trim:
+        length = _span(info)
+        if length is not None:
+            _check_length(source.name, length, max_seconds)
+        budget = _frame_budget(max_seconds)
+        if budget and info.frames and info.frames > budget:
+            Budget(source.name, budget, trim, None).refuse_frames(info.frames)
+    return info
+
+
+def _span(info: VideoInfo) -> float | None:
+    """The picture's length, or the sound's when it runs on well past the picture."""
+    length = info.duration
+    if info.length and (length is None or info.length > length + SOUND_SLACK):
+        length = info.length
+    return length
+
+
+def _frame_budget(max_seconds: float | None) -> int | None:
+    return math.ceil(max_seconds * policy.VIDEO_MAX_FPS) if max_seconds else None
 
 
 def check_limits(name: str, info: VideoInfo) -> None:

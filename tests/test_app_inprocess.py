@@ -20,7 +20,7 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, ValidationError  # noqa: E402
 
 STYLE = "face_paint_512_v2"
 
@@ -87,7 +87,7 @@ def test_a_clip_through_the_api_and_one_over_the_limit(served, tmp_path):
     assert info["size"] == (96, 64) and len(info["frames"]) == 6 and info["audio_codec"] == "aac"
     assert "6 frames at 10 fps" in status
     long_clip = write_clip(tmp_path / "long.mp4", photo_frames((64, 48), 30, 10), 10)
-    with pytest.raises(AppError, match=r"long.mp4 is 3.0 s long; the limit here is 2 s"):
+    with pytest.raises(ValidationError, match=r"clip: long.mp4 is 3.0 s long; the limit here is 2 s"):
         client.predict(handle_file(str(long_clip)), STYLE, 256, False, api_name="/stylize_video")
 
 

@@ -74,6 +74,81 @@ def test_one_visitors_clips_neither_fill_the_queue_nor_turn_photos_away(weights_
         assert all("your share while others wait too" in said for said in refused), refused
 
 
+def _in_process_app(stylizer, monkeypatch, tmp_path, **settings):
+    """The app built and served in this process (so the test can hold the inference lock
+    and call Gradio's own cleanup); returns (demo, url)."""
+    from app_helpers import free_port
+
+    from animegan import app as ui
+    from animegan.app.photo import App
+    from animegan.settings import Settings
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    demo = ui.build(app=App(stylizer, settings=Settings(backend="torch-fp32", **settings)), check_weights=False)
+    port = free_port()
+    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}"
+
+
+def test_an_upload_stays_while_its_job_waits_in_line(stylizer, monkeypatch, tmp_path):
+    """A clip waiting behind another for longer than the cache time: before, Gradio's cache
+    cleanup deleted its upload while it waited and the job failed ("No such file"); now
+    the files of queued jobs are pinned until their job has run."""
+    from gradio.route_utils import delete_files_created_by_app
+
+    from animegan import runtime
+
+    first = write_clip(tmp_path / "first.mp4", photo_frames((96, 64), 4, 10), fps=10)
+    second = write_clip(tmp_path / "second.mp4", photo_frames((64, 96), 4, 10), fps=10)
+    demo, url = _in_process_app(stylizer, monkeypatch, tmp_path)
+    try:
+        queue = demo._queue
+        with runtime.get().inference():  # the cores are busy: the first clip runs and waits at its first frame
+            status, running = join(url, "stylize_video", [upload(url, first), STYLE, 256, False])
+            assert status == 200, running
+            assert _until(lambda: any(job for job in queue.active_jobs), 30)
+            sent = upload(url, second)
+            status, waiting = join(url, "stylize_video", [sent, STYLE, 256, False])
+            assert status == 200, waiting
+            assert _until(lambda: len(queue.event_queue_per_concurrency_id["video"].queue) == 1, 30)
+            delete_files_created_by_app(demo, age=0)  # what Gradio's timer does once the cache time has passed
+            assert Path(sent["path"]).is_file()
+        assert outcome(url, "stylize_video", running).startswith("complete")
+        assert outcome(url, "stylize_video", waiting).startswith("complete")
+        demo.animegan_files.sweep()  # the app's round: the jobs are over, their files are Gradio's to delete
+        delete_files_created_by_app(demo, age=0)
+        assert not Path(sent["path"]).exists()
+    finally:
+        demo.close()
+
+
+def test_a_clip_that_would_be_refused_never_takes_a_place_in_line(stylizer, monkeypatch, tmp_path):
+    """Before, a clip was checked only when its turn came, so refused clips (a frame
+    bomb, one frame with hours of sound) held places in the clips' line meanwhile; now
+    the checks run as the job asks to join (Gradio's validator) and the answer says why."""
+    from clips import frame_bomb, long_sound_clip
+
+    from animegan import runtime
+
+    bomb = frame_bomb(tmp_path / "bomb.mp4")
+    long_sound = long_sound_clip(tmp_path / "one_frame.mp4", minutes=10, codec="libopus")
+    good = write_clip(tmp_path / "good.mp4", photo_frames((96, 64), 4, 10), fps=10)
+    demo, url = _in_process_app(stylizer, monkeypatch, tmp_path, video_max_seconds=5.0)
+    try:
+        lane = demo._queue.event_queue_per_concurrency_id
+        with runtime.get().inference():  # nothing runs meanwhile: whatever is taken waits in line
+            for clip, said in ((bomb, "frames"), (long_sound, "600.0 s long; the limit here is 5 s")):
+                status, answer = join(url, "stylize_video", [upload(url, clip), STYLE, 256, False])
+                assert status == 422 and said in answer, (status, answer)
+            assert len(getattr(lane.get("video"), "queue", ())) == 0 and not any(demo._queue.active_jobs)
+            status, event = join(url, "stylize_video", [upload(url, good), STYLE, 256, False])
+            assert status == 200, event
+        assert outcome(url, "stylize_video", event).startswith("complete")
+    finally:
+        demo.close()
+
+
 # -- 3. live sessions hold nothing once they are over ----------------------------------------------
 def test_live_sessions_are_let_go_when_they_are_over_not_an_hour_later(stylizer, monkeypatch, tmp_path):
     """Sessions that each send one Steady frame and leave: before, Gradio kept each one's

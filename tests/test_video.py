@@ -91,18 +91,19 @@ def test_api_clip_keeps_frames_rate_size_and_sound(client, clip, stylizer):
 @pytest.mark.slow
 def test_api_bad_inputs_say_why_and_the_server_keeps_serving(client, clip, tmp_path):
     from gradio_client import handle_file
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     text = tmp_path / "notes.mp4"
     text.write_text("a text file with a video's name")
-    with pytest.raises(AppError, match="notes.mp4 is not a video FFmpeg can read"):
+    with pytest.raises(ValidationError, match="clip: notes.mp4 is not a video FFmpeg can read"):
         client.predict(handle_file(str(text)), "face_paint_512_v2", 512, False, api_name="/stylize_video")
-    with pytest.raises(AppError, match="still image, not a video"):
+    with pytest.raises(ValidationError, match="still image, not a video"):
         client.predict(handle_file(str(photo("coffee.png"))), "face_paint_512_v2", 512, False,
                        api_name="/stylize_video")
 
     long_clip = write_clip(tmp_path / "long.mp4", photo_frames((64, 48), 4 * FPS, FPS), FPS, audio_seconds=4.0)
-    with pytest.raises(AppError, match=r"long.mp4 is 4.0 s long; the limit here is 3 s"):
+    # refused as it asks to join the queue (Gradio's validator): it never waits in line
+    with pytest.raises(ValidationError, match=r"clip: long.mp4 is 4.0 s long; the limit here is 3 s"):
         client.predict(handle_file(str(long_clip)), "face_paint_512_v2", 512, False, api_name="/stylize_video")
     # the same clip, cut to the limit on request
     out, status = client.predict(handle_file(str(long_clip)), "face_paint_512_v2", 512, True,
@@ -252,13 +253,12 @@ def test_video_tab_in_chromium(server, clip):
 @pytest.mark.slow
 def test_api_refuses_a_frame_bomb_at_once(client, tmp_path):
     from gradio_client import handle_file
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     bomb = frame_bomb(tmp_path / "bomb.mp4")
-    start = time.perf_counter()
-    with pytest.raises(AppError, match="frames per second; the limit is 60"):
+    # refused from its header as it asks to join the queue (no frame decoded, no place in line)
+    with pytest.raises(ValidationError, match="frames per second; the limit is 60"):
         client.predict(handle_file(str(bomb)), "face_paint_512_v2", 256, False, api_name="/stylize_video")
-    assert time.perf_counter() - start < 3  # an upload and a header read, no frame stylized
 
 
 @pytest.mark.slow  # encodes a 4400 x 2400 clip to refuse

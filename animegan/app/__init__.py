@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 
 from .. import runtime
 from ..settings import Settings
-from .files import UPLOAD_IDLE, AppFiles, Results
+from .files import UPLOAD_IDLE, AppFiles, Pins, Results
 from .limits import BodyLimit, FairQueue, Lane, Visitors
 from .live_tab import LIVE_CONCURRENCY, add_live_tab
 from .look import CSS_FILE, FORCE_LIGHT_JS, HEADER, footer, theme
@@ -116,13 +116,16 @@ def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
     settings = getattr(demo, "animegan_settings", None) or runtime.get().settings
     visitors = getattr(demo, "animegan_visitors", None) or Visitors.from_settings(settings)
     lanes = queue_lanes(settings)
-    fair = FairQueue(demo, lanes, visitors)
+    pins = Pins(demo)  # what queued jobs will read stays until they have run
+    fair = FairQueue(demo, lanes, visitors, pins)
     demo.queue(max_size=fair.total_waiting, default_concurrency_limit=1)  # the lanes' bounds come first
     fair.install()
     limit = Middleware(BodyLimit, max_bytes=round(settings.max_request_mb * 1e6), upload_bytes=MAX_UPLOAD_BYTES,
                        upload_idle=UPLOAD_IDLE)
     # what Gradio's cache cleanup leaves in the upload folder (empty folders, partial uploads)
     files = AppFiles(get_upload_folder(), demo=demo)  # every minute, as Gradio's own cleanup
+    files.pins = pins
+    files.also.append(lambda final: pins.keep_only(set() if final else fair.files_in_line()))
     if getattr(demo, "animegan_live", None) is not None:
         files.also.append(lambda final: demo.animegan_live.prune())
     if getattr(demo, "animegan_results", None) is not None:

@@ -65,6 +65,7 @@ class AppFiles:
         self.demo = demo
         self.every, self.stale, self.empty_age = every, stale, empty_age
         self.also: list[Callable[[bool], object]] = []  # more work for each round, given ``final``
+        self.pins: Pins | None = None  # let go of at shutdown, before the last cleanup
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,6 +107,8 @@ class AppFiles:
     def close(self) -> None:
         """Stop the timer and sweep everything (called at exit)."""
         self._stop.set()
+        if self.pins is not None:
+            self.pins.keep_only(set())  # no job will run now: their files go too
         if self.demo is not None and getattr(self.demo, "delete_cache", None):
             try:  # what Gradio's shutdown deletes, in case its server did not get that far
                 from gradio.route_utils import delete_files_created_by_app
@@ -118,6 +121,56 @@ class AppFiles:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self.sweep()
+
+
+class Pins:
+    """Uploads that a job in the queue will read, kept from Gradio's cache cleanup until the
+    job is over. The cleanup (``delete_cache``) deletes files by age, also while the job
+    that reads them still waits its turn: a clip that waited longer than the cache time
+    failed with "No such file". Pinned paths go into Gradio's own do-not-delete set (a
+    component's ``keep_in_cache``, which its cleanup skips); :meth:`keep_only` lets go of
+    those no job holds any more (the app calls it every round with the queue's files)."""
+
+    def __init__(self, demo: Any) -> None:
+        holder = next((b for b in demo.blocks.values() if isinstance(getattr(b, "keep_in_cache", None), set)), None)
+        self._keep: set[str] = holder.keep_in_cache if holder is not None else set()
+        self._mine: set[str] = set()  # what this object added (the set may hold Gradio's own too)
+        self._lock = threading.Lock()
+
+    def hold(self, paths: set[str]) -> None:
+        with self._lock:
+            new = paths - self._keep
+            self._mine |= new
+            self._keep |= new
+
+    def keep_only(self, paths: set[str]) -> None:
+        """Let go of every pinned path not in ``paths`` (all of them for an empty set)."""
+        with self._lock:
+            gone = self._mine - paths
+            self._keep -= gone
+            self._mine -= gone
+
+    @property
+    def held(self) -> set[str]:
+        return set(self._mine)
+
+
+def file_paths(value: Any) -> set[str]:
+    """The paths of the files a job's data refers to (Gradio's FileData dicts, at any depth)."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and path:
+                found.add(path)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif hasattr(item, "path") and isinstance(getattr(item, "path", None), str):
+            found.add(item.path)
+    return found
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserMessage
+from .files import Pins, file_paths
 
 _UPLOAD_PATH = re.compile(r"/upload/?$")
 
@@ -191,12 +192,14 @@ class FairQueue:
     gradio_client). A refusal is Gradio's own "queue full" answer (HTTP 503), which the
     page and the clients show as "busy, try again"; the text says which bound was hit."""
 
-    def __init__(self, demo: Any, lanes: Mapping[str, Lane], visitors: Visitors) -> None:
+    def __init__(self, demo: Any, lanes: Mapping[str, Lane], visitors: Visitors, pins: Pins | None = None) -> None:
         self.demo = demo
         self.lanes = dict(lanes)
         self.visitors = visitors
+        self.pins = pins
         self._lock = asyncio.Lock()
         self._push = None
+        self._joining: list[_Joining] = []  # admitted, while Gradio's push (and its validator) runs
 
     @property
     def total_waiting(self) -> int:
@@ -209,11 +212,20 @@ class FairQueue:
             self._push = queue.push
 
             async def push(body, request, username):
-                async with self._lock:  # count and enqueue as one step
+                async with self._lock:  # count and admit as one step
                     refused = self.refusal(body, request)
                     if refused:
                         return False, refused, "queue_full"
-                    return await self._push(body=body, request=request, username=username)
+                    joining = self._admit(body, request)
+                # Gradio's push runs the event's validator (a clip's header is read) outside the
+                # lock, so other visitors are not held up; the job counts as waiting meanwhile
+                try:
+                    answer = await self._push(body=body, request=request, username=username)
+                finally:
+                    self._joining.remove(joining)
+                if self.pins is not None and answer and answer[0]:
+                    self.pins.hold(file_paths(getattr(body, "data", None)))
+                return answer
 
             queue.push = push
         return self
@@ -226,7 +238,8 @@ class FairQueue:
         if lane is None:
             return None
         queue = self.demo._queue
-        waiting = list(getattr(queue.event_queue_per_concurrency_id.get(lane_id), "queue", ()))
+        joining = [j for j in self._joining if j.lane == lane_id]
+        waiting = list(getattr(queue.event_queue_per_concurrency_id.get(lane_id), "queue", ())) + joining
         running = [e for job in queue.active_jobs if job for e in job if e.concurrency_id == lane_id]
         if len(waiting) >= lane.waiting:
             return BUSY
@@ -234,9 +247,35 @@ class FairQueue:
         address = self.visitors.address(request)
         jobs = waiting + running
         mine = sum(1 for e in jobs if session and e.session_hash == session)
-        here = sum(1 for e in jobs if address and self.visitors.address(e.request) == address)
+        here = sum(1 for e in jobs if address and self._address(e) == address)
         if mine >= lane.per_session or here >= lane.per_address:
             share = lane.per_session if mine >= lane.per_session else lane.per_address
             return (f"You already have {share} request(s) of this kind running or waiting here, your share "
                     "while others wait too. Please try again when one of them is done.")
         return None
+
+    def _admit(self, body: Any, request: Any) -> _Joining:
+        fn = self.demo.fns.get(getattr(body, "fn_index", None))
+        joining = _Joining(getattr(fn, "concurrency_id", None), getattr(body, "session_hash", None),
+                           self.visitors.address(request))
+        self._joining.append(joining)
+        return joining
+
+    def _address(self, job: Any) -> str | None:
+        return job.address if isinstance(job, _Joining) else self.visitors.address(job.request)
+
+    def files_in_line(self) -> set[str]:
+        """The files the queue's jobs (waiting and running) refer to."""
+        queue = self.demo._queue
+        events = [e for q in queue.event_queue_per_concurrency_id.values() for e in getattr(q, "queue", ())]
+        events += [e for job in queue.active_jobs if job for e in job]
+        return set().union(*(file_paths(getattr(getattr(e, "data", None), "data", None)) for e in events))
+
+
+@dataclass(frozen=True, eq=False)
+class _Joining:
+    """A job that passed the checks and is being put in Gradio's queue."""
+
+    lane: str | None
+    session_hash: str | None
+    address: str | None

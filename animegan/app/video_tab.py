@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import policy, video
+from ..errors import public, user_message
 from .photo import to_gradio_error
 
 VIDEO_CONCURRENCY = 1
@@ -91,10 +92,10 @@ def add_video_tab(
     """
     outputs = _Outputs(max_age=outputs_max_age, folder=outputs_folder)
 
-    def on_video(path, style, side, trim, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
-        if not path:
+    def on_video(clip, style, side, trim, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
+        if not clip:
             raise gr.Error("Upload a video clip first (MP4, MOV, WebM, MKV or AVI).", print_exception=False)
-        source = Path(path)
+        source = Path(clip)
         side = policy.clamp_side(side or max_side, policy.VIDEO_SIDE_MIN, policy.VIDEO_SIDE_MAX, max_side)
         progress(0, desc="Reading the clip")
 
@@ -116,6 +117,27 @@ def add_video_tab(
             outputs.done(target)
         return str(result.path), " ".join([result.summary(), *result.notes])
 
+    def admit(clip, style, side, trim):
+        """Gradio's validator: run when the job asks to join the queue, before it waits. A
+        clip the job would refuse (unreadable, too long, too many frames, over 4K) or a
+        style it may not use is answered now, at its input, and never takes a place in the
+        clips' line (they used to wait their turn only to be refused)."""
+        ok = gr.validate(True, "")
+        answers = [ok, ok, ok, ok]
+        try:
+            if style:
+                stylizer.check_style(style)
+        except ValueError as exc:
+            answers[1] = gr.validate(False, public(user_message(exc).text))
+        if not clip:
+            answers[0] = gr.validate(False, "Upload a video clip first (MP4, MOV, WebM, MKV or AVI).")
+            return answers
+        try:
+            video.admit(Path(clip), max_seconds, bool(trim))
+        except video.VideoError as exc:
+            answers[0] = gr.validate(False, public(user_message(exc).text))
+        return answers
+
     with gr.Tab(label, id="video"):
         gr.Markdown(
             f"Upload a short clip (MP4, MOV, WebM, MKV or AVI, up to {max_seconds:g} s). Every frame is "
@@ -126,8 +148,10 @@ def add_video_tab(
                 clip = gr.Video(label="Clip", sources=["upload"], format=None, elem_id="video-input")
                 with gr.Row():
                     # min_width: on a phone the two stack, and the style's name has room beside its arrow
+                    # allow_custom_value: a name sent through the API is judged by the core's policy (the
+                    # validator's message names only the offered styles), not by Gradio's list of choices
                     style = gr.Dropdown(style_choices, value=default_style, label="Style", min_width=200,
-                                        elem_id="video-style")
+                                        elem_id="video-style", allow_custom_value=True)
                     side = gr.Slider(policy.VIDEO_SIDE_MIN, policy.VIDEO_SIDE_MAX, value=max_side, step=32,
                                      label="Frame size (long side, px)", min_width=200)
                 trim = gr.Checkbox(False, label=f"Cut longer clips to {max_seconds:g} s")
@@ -136,6 +160,7 @@ def add_video_tab(
                 out = gr.Video(label="Anime clip", format=None, interactive=False, elem_id="video-output")
                 status = gr.Textbox(label="Result", interactive=False, elem_id="video-status")
         button.click(on_video, [clip, style, side, trim], [out, status], api_name="stylize_video",
-                     concurrency_limit=concurrency_limit, concurrency_id="video", show_progress_on=out)
+                     concurrency_limit=concurrency_limit, concurrency_id="video", show_progress_on=out,
+                     validator=admit)
     return {"input": clip, "output": out, "status": status, "style": style, "side": side, "trim": trim,
             "outputs": outputs}
