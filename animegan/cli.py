@@ -17,7 +17,7 @@ from .batch.plan import PlanError, assign_outputs, check_suffix, output_format
 from .errors import user_message
 from .files import atomic_write
 from .settings import Settings
-from .styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, licence_card, visible_styles
+from .styles import DEFAULT_STYLE, LICENCE_NOTE, STYLES, licence_card, lite_variant, visible_styles
 from .stylizer import Stylizer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -322,6 +322,9 @@ def list_styles(shown: dict, rt, verbose: bool) -> int:
         print(f"{s.name:20} {s.title} ({'faces' if s.is_face_model else 'scenes'}, {s.size} px, {kind}) "
               f"[{mark}]: {s.description}")
         print("  " + licence_card(s).replace("\n", "\n  "))
+        fast = lite_variant(s, rt.settings.weights_dir)
+        if fast is not None:
+            print(f"  fast variant (--lite; the app's live default): {fast.name}, a student distilled from it")
         if verbose:
             print(f"  {style_cost(s.name)}")
     if len(shown) < len(STYLES):

@@ -89,8 +89,9 @@ def photos(folder: Path, side: int = 512) -> dict[str, Image.Image]:
 
 
 def train(args: argparse.Namespace) -> float:
+    budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", f"{args.minutes:g}"]
     cmd = [sys.executable, "-m", "animegan", "distill", "--teacher", STYLE, "--photos", str(TRAIN),
-           "--out", str(args.out), "--minutes", f"{args.minutes:g}", *args.extra.split()]
+           "--out", str(args.out), *budget, *args.extra.split()]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_MININTERVAL": "30"}
@@ -277,6 +278,8 @@ def report(args, run: Path, rows, sheet, fast, wall, before: str, after: str) ->
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--steps", type=int, default=None,
+                   help="a fixed number of steps instead of --minutes (trials that compare settings on a busy machine)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "distill")
     p.add_argument("--extra", default="", help="options added to the command (trials only; the figure uses none)")
     p.add_argument("--set", default="unseen,validation,training",

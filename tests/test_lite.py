@@ -181,6 +181,15 @@ def test_cli_and_batch_take_lite(lite_dir, tmp_path):
     proc = cli(src / "cat.png", "-o", tmp_path / "x", "--lite", "-s", "face_paint_512_v1")
     assert proc.returncode == 1 and "no fast variant" in proc.stderr and "without --lite" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # --list-styles says which styles have a fast variant
+    proc = cli("--list-styles")
+    blocks, name = {}, None
+    for line in proc.stdout.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+        blocks[name] = blocks.get(name, "") + line + "\n"
+    assert f"fast variant (--lite; the app's live default): {STYLE}-lite" in blocks[STYLE], proc.stdout
+    assert "fast variant" not in blocks["face_paint_512_v1"]
 
 
 def test_the_photo_tab_offers_the_student_only_where_there_is_one(lite_dir, monkeypatch):
