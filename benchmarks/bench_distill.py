@@ -196,8 +196,8 @@ def report(args, run: Path, rows, sheet, fast, wall, before: str, after: str) ->
         f"`python benchmarks/bench_distill.py` ({args.minutes:g}-minute run, then the figures), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit.strip()}.",
         f"Machine: {machine()}; torch {torch.__version__}. Load average (1, 5, 15 min) {before} before, "
-        f"{after} after: the machine is shared with other work, so absolute times are inflated; "
-        "ratios come from interleaved runs.",
+        f"{after} after (this run's own work included: a load well over 2 means other work shared the "
+        "cores and absolute times are inflated); ratios come from interleaved runs.",
         "",
         "The command, as a user types it (the proxy weights stand in for the style's in ANIMEGAN_WEIGHTS_DIR):",
         "",
