@@ -121,6 +121,28 @@ def test_register_style_lite_of_carries_the_teachers_licence(student, tmp_path):
         STYLES.pop("paprika-student", None)
 
 
+def test_a_student_on_the_hub_is_the_styles_fast_variant(student, monkeypatch):
+    """A student published as a Hub model repo (config.json + model.safetensors, served by
+    the local Hub stand-in) and registered with lite_of: the style's fast variant, run as
+    the same network as the folder it came from."""
+    from hub_server import FakeHub
+
+    with FakeHub() as hub:
+        for name in ("config.json", "model.safetensors"):
+            hub.add_hub_file("someone/face-paint-lite", name, (student / name).read_bytes())
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        try:
+            spec = register_style("hub-student", repo_id="someone/face-paint-lite", lite_of=STYLE)
+            assert spec.source == "hf://someone/face-paint-lite" and "teacher's terms" in spec.licence.terms
+            stylizer = Stylizer(settings=Settings.from_env(), backend="torch-fp32")
+            assert stylizer.lite_style(STYLE) == "hub-student"
+            from_hub = stylizer.run(photo("coffee.png"), style="hub-student", max_side=64).image
+            local = Stylizer(settings=Settings.from_env(), backend="torch-fp32", weights_file=str(student))
+            assert np.array_equal(np.asarray(from_hub), np.asarray(local.run(photo("coffee.png"), max_side=64).image))
+        finally:
+            STYLES.pop("hub-student", None)
+
+
 def test_a_hidden_styles_student_is_hidden_too(student, monkeypatch):
     monkeypatch.setenv("ANIMEGAN_HIDE_NONCOMMERCIAL", "1")
     try:
