@@ -248,9 +248,8 @@ class LiveStylizer:
         ``lite``: frames go through the style's fast variant (a distilled student) where it
         has one (:meth:`Stylizer.lite_style`); False: always the full model.
         """
-        style = self.stylizer.check_style(style or self.stylizer.style).name  # the core's policy, before any work
-        if lite:
-            style = self.stylizer.lite_style(style) or style
+        # the core's policy, before any work; lite: the fast variant where the style has one
+        style = self.stylizer.variant(style, lite, required=False)
         now = time.monotonic()
         if key is not None:
             session = self._kept(key, now) or session

@@ -327,7 +327,7 @@ def choose(name: Any, *, hide_noncommercial: bool = False) -> Style:
                          f"not a {type(name).__name__}. Choose one of: {choices}.")
     if name in offered:
         return offered[name]
-    variant = STYLES.get(name) if name in STYLES else None
+    variant = STYLES.get(name)
     if variant is not None and variant.lite_of in offered and not (
             hide_noncommercial and variant.licence.noncommercial):
         return variant  # a fast variant of an offered style
@@ -424,7 +424,7 @@ def register_style(
     if not (path or url or repo_id):
         raise ValueError("A style needs a local path, a URL, or a Hub repo_id (and filename for a weights file).")
     if lite_of is not None:
-        teacher = STYLES[lite_of] if lite_of in STYLES else None
+        teacher = STYLES.get(lite_of)
         if teacher is None:
             raise ValueError(f"lite_of={lite_of!r} names no style; register the style first.")
         title = title or f"{teacher.title} (fast)"

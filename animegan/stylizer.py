@@ -148,13 +148,16 @@ class Stylizer:
         except styles.StyleError:
             return None
 
-    def variant(self, style: str | None = None, lite: bool = False) -> str:
-        """The style to run: ``style`` itself, or with ``lite`` its fast variant; a
-        :class:`~animegan.styles.StyleError` that says how to get one where it has none."""
+    def variant(self, style: str | None = None, lite: bool = False, *, required: bool = True) -> str:
+        """The style to run: ``style`` itself, or with ``lite`` its fast variant; where it has
+        none, ``style`` itself (``required=False``: the live default, the app's box) or a
+        :class:`~animegan.styles.StyleError` that says how to get one."""
         spec = self.check_style(style or self.style)
         if not lite:
             return spec.name
         found = self.lite_style(spec.name)
+        if found is None and not required:
+            return spec.name
         if found is None:
             raise styles.StyleError(
                 f"The style {spec.name!r} has no fast variant here. Distil one (python -m animegan distill "

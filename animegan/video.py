@@ -73,6 +73,13 @@ class VideoInfo:
     def has_audio(self) -> bool:
         return self.audio_codec is not None
 
+    @property
+    def span(self) -> float | None:
+        """Seconds the clip lasts: the picture's, or the sound's when it runs on well past the picture."""
+        if self.length and (self.duration is None or self.length > self.duration + SOUND_SLACK):
+            return self.length
+        return self.duration
+
 
 @dataclass
 class VideoResult:
@@ -295,7 +302,7 @@ def stylize_video(
     start = time.perf_counter()
     info = admit(source, max_seconds, trim)
     notes: list[str] = []
-    length = _span(info)
+    length = info.span
     if length is not None and max_seconds and length > max_seconds + 1e-3:
         notes.append(f"Cut to the first {max_seconds:g} s of {length:.1f} s.")
     size = frame_size((info.width, info.height), max_side)
@@ -340,21 +347,17 @@ def admit(source: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SEC
     info = probe(source)
     check_limits(source.name, info)
     if not trim:
-        length = _span(info)
-        if length is not None:
-            _check_length(source.name, length, max_seconds)
+        if info.span is not None:
+            _check_length(source.name, info.span, max_seconds)
         budget = _frame_budget(max_seconds)
         if budget and info.frames and info.frames > budget:
-            Budget(source.name, budget, trim, None).refuse_frames(info.frames)
+            _too_many_frames(source.name, info.frames, budget)
     return info
 
 
-def _span(info: VideoInfo) -> float | None:
-    """The picture's length, or the sound's when it runs on well past the picture."""
-    length = info.duration
-    if info.length and (length is None or info.length > length + SOUND_SLACK):
-        length = info.length
-    return length
+def _too_many_frames(name: str, count: int, limit: int) -> None:
+    raise VideoError(f"{name} holds {count} frames or more; the limit here is {limit} "
+                     f"({policy.VIDEO_MAX_FPS} per second of the length limit). Use a shorter clip.")
 
 
 def _frame_budget(max_seconds: float | None) -> int | None:
@@ -383,8 +386,7 @@ class Budget:
         self.began = time.perf_counter()
 
     def refuse_frames(self, count: int) -> None:
-        raise VideoError(f"{self.name} holds {count} frames or more; the limit here is {self.frames} "
-                         f"({policy.VIDEO_MAX_FPS} per second of the length limit). Use a shorter clip.")
+        _too_many_frames(self.name, count, self.frames)
 
     def check_clock(self, done: int, when: float | None = None) -> None:
         """VideoError when the job ran out of time; called for every packet read, sound

@@ -150,10 +150,6 @@ class Pins:
             self._keep -= gone
             self._mine -= gone
 
-    @property
-    def held(self) -> set[str]:
-        return set(self._mine)
-
 
 def file_paths(value: Any) -> set[str]:
     """The paths of the files a job's data refers to (Gradio's FileData dicts, at any depth)."""

@@ -284,8 +284,8 @@ class App:
     def _run(self, payload: Any, style: Any, face_crop: Any, side: Any, progress: gr.Progress | None,
              face_style: Any = None, lite: Any = False) -> Result:
         src = image_source(payload)
-        style = check_style(self.stylizer, style, self.default_style())
-        style = (self.stylizer.lite_style(style) or style) if lite is True else style
+        style = self.stylizer.variant(check_style(self.stylizer, style, self.default_style()), lite is True,
+                                      required=False)
         mode = check_face_mode(face_crop)
         faces_in = check_style(self.stylizer, face_style, None) if mode == "paste" else None
         side = self.clamp_side(side)

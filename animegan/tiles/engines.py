@@ -5,8 +5,7 @@ int8 with the very quantization ranges of the style's int8 backend).
 - ``engine.tile(x, stats, masks, grids, stop=None)`` -> ``(image or None, measured)``:
   a tile with the whole picture's statistics; with ``stop=k`` the pass ends at
   normalisation layer k and returns only what that layer measured (mean, variance), so a
-  statistics pass costs only the layers before it; with ``measure=True`` a whole pass
-  that also returns what every layer measured over the tile's core (L x 2).
+  statistics pass costs only the layers before it.
 - ``engine.release()``: let go of what the passes so far keep (OpenVINO's compiled passes
   keep their working memory).
 - ``engine.frame(x, stats, alpha, grids)`` -> ``(image, measured)``: a whole picture
@@ -27,7 +26,6 @@ from ..runtime import Runtime
 
 __all__ = ["OpenVINOEngine", "TorchEngine", "UnsupportedGenerator", "engine_for"]
 
-ALL = "all"  # OpenVINOEngine._compiled_for: the whole graph, image and every layer's statistics
 Grids = tuple[np.ndarray, ...]
 Masks = tuple[np.ndarray, ...]
 
@@ -47,17 +45,13 @@ class TorchEngine:
         self._layout = torch.contiguous_format if name == "torch-exact" else torch.channels_last
         self._lock = threading.Lock()  # the layers of a net share one pass state
 
-    def _run(self, mode: str, x: np.ndarray, args: tuple, stop: int | None = None, measure: bool = False):
+    def _run(self, mode: str, x: np.ndarray, args: tuple, stop: int | None = None):
         net = self._nets[mode]
         tensors = [torch.from_numpy(np.asarray(a)) for a in args]
         with self._lock, torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self._bf16):
             t = torch.from_numpy(x).contiguous(memory_format=self._layout)
             if stop is None:
-                net.measure_all = measure  # frames always measure; a tile only when asked
-                try:
-                    y, measured = net(t, *tensors)
-                finally:
-                    net.measure_all = False
+                y, measured = net(t, *tensors)
                 return y.float().contiguous().numpy(), measured.float().numpy()
             net.stop = stop
             try:
@@ -71,10 +65,9 @@ class TorchEngine:
     def release(self) -> None:
         """Nothing to let go: PyTorch's memory goes back with the allocator's policy."""
 
-    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None,
-             measure: bool = False):
-        y, measured = self._run("tiles", x, (stats, *masks, *grids), stop, measure)
-        return y, (measured if stop is not None or measure else None)
+    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None):
+        y, measured = self._run("tiles", x, (stats, *masks, *grids), stop)
+        return y, (measured if stop is not None else None)
 
     def frame(self, x: np.ndarray, stats: np.ndarray, alpha: float, grids: Grids):
         return self._run("frames", x, (stats, np.float32(alpha), *grids))
@@ -133,9 +126,7 @@ class OpenVINOEngine:
             int8 = bool(self._ranges)
             graph = self._graph(mode, int8)
             params = list(graph.get_parameters())
-            if output == ALL:
-                result = None  # the image and every layer's statistics
-            elif output is None:
+            if output is None:
                 result = graph.outputs[0] if mode == "tiles" else None
             else:
                 result = _layer_outputs(graph)[output]
@@ -159,12 +150,8 @@ class OpenVINOEngine:
                            for port in compiled.inputs})
             return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
-    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None,
-             measure: bool = False):
+    def tile(self, x: np.ndarray, stats: np.ndarray, masks: Masks, grids: Grids, stop: int | None = None):
         inputs = [x, stats, *masks, *grids]
-        if measure:
-            y, measured = self._infer("tiles", ALL, inputs)
-            return y, measured
         if stop is None:
             return self._infer("tiles", None, inputs)[0], None
         return None, self._infer("tiles", stop, inputs)[0].reshape(2)

@@ -134,14 +134,12 @@ def fast_statistics(engine, rgb: np.ndarray, step: Callable[[str, int], None], h
     throughout, so every layer is measured under its own earlier layers, as the whole
     picture is: the whole picture's variance is the reduced one times the crops' ratio, its
     mean the reduced one plus the crops' difference. ``step(text, pixels)`` after each pass."""
-    h, w = rgb.shape[:2]
     m = engine.multiple
-    scale = min(MAX_REDUCTION, math.sqrt(pixels / (h * w)))
+    scale, places = _fast_plan(rgb.shape[:2], m, pixels, crop_side, coverage)
     small = _reduce(rgb, scale, m)
     _, whole = _own_statistics(engine, small, hold)
     step("statistics of the reduced picture", small.shape[0] * small.shape[1])
     full, reduced = [], []
-    places = crop_places((h, w), crop_side, coverage, m)
     for i, (y, x, side) in enumerate(places):
         crop = rgb[y:y + side, x:x + side]
         full.append(_own_statistics(engine, crop, hold))
@@ -158,10 +156,17 @@ def fast_statistics_pixels(size: tuple[int, int], multiple: int, *, pixels: int 
                            crop_side: int = layout.TILE_SIDE, coverage: float = CROP_COVERAGE) -> int:
     """The pixels :func:`fast_statistics` runs through for a picture of ``size`` (h, w): the
     progress bar's share of it."""
+    scale, places = _fast_plan(size, multiple, pixels, crop_side, coverage)
+    rw, rh = _reduced_size(*size, scale, multiple)
+    return rw * rh + sum(side * side for _, _, side in places)
+
+
+def _fast_plan(size: tuple[int, int], multiple: int, pixels: int, crop_side: int, coverage: float
+               ) -> tuple[float, list[tuple[int, int, int]]]:
+    """What :func:`fast_statistics` runs for a picture of ``size`` (h, w): the reduction's
+    scale and the full-size crops' places."""
     h, w = size
-    scale = min(MAX_REDUCTION, math.sqrt(pixels / (h * w)))
-    rw, rh = _reduced_size(h, w, scale, multiple)
-    return rw * rh + sum(side * side for _, _, side in crop_places(size, crop_side, coverage, multiple))
+    return min(MAX_REDUCTION, math.sqrt(pixels / (h * w))), crop_places(size, crop_side, coverage, multiple)
 
 
 def stylize_tiled(engine, img: Image.Image, *, tile: int = layout.TILE_SIDE, margin: int = layout.MARGIN,
