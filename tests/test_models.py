@@ -97,7 +97,8 @@ def test_lite_folder_round_trip(tmp_path):
     model = small_lite(width=12, res_blocks=3, window=4)
     model.save_pretrained(tmp_path / "lite")
     config = json.loads((tmp_path / "lite" / "config.json").read_text())
-    assert config == {"architecture": "lite", "width": 12, "res_blocks": 3, "attn_dim": 16, "window": 4, "stem": "conv"}
+    assert config == {"architecture": "lite", "width": 12, "res_blocks": 3, "attn_dim": 16, "window": 4, "stem": "conv",
+                      "half_convs": 1}
     loaded = load_generator(tmp_path / "lite")
     assert type(loaded) is LiteGenerator and not loaded.training
     assert not any(p.requires_grad for p in loaded.parameters())

@@ -128,16 +128,20 @@ class LiteGenerator(nn.Module, HubMixin):
     - ``"unshuffle"`` (what distill trains): no layer runs at full size. The photo is
       folded into 12 channels at half size (PixelUnshuffle, no information lost), encoded
       at 1/2 and 1/4, and the last layer, a 3x3 conv at half size that also sees the folded
-      photo itself, writes 12 channels that PixelShuffle unfolds into the RGB picture. On
+      photo itself, writes 12 channels that PixelShuffle unfolds into the RGB picture;
+      ``half_convs`` conv layers at half size come before it. On
       OpenVINO the full-size layers of ``"conv"`` (3-channel 7x7 convs, full-size norms and
       shuffles) were ~45 % of the time for ~10 % of the multiply-adds (profiled per layer,
       benchmarks/results/distill.md); here every layer is wide and at most half size.
+      distill trains ``res_blocks=1, half_convs=2``: for the same training time one
+      residual block at 1/4 size moved to a second conv at half size gave +0.5 dB on the
+      held-out photos and is faster (docs/train.md).
 
     Every argument is recorded in config.json by ``save_pretrained``.
     """
 
     def __init__(self, width: int = 32, res_blocks: int = 2, attn_dim: int = 16, window: int = 8,
-                 stem: str = "conv") -> None:
+                 stem: str = "conv", half_convs: int = 1) -> None:
         super().__init__()
         if stem not in ("conv", "unshuffle"):
             raise ValueError(f"stem is conv or unshuffle, not {stem!r}")
@@ -162,7 +166,7 @@ class LiteGenerator(nn.Module, HubMixin):
             self.decoder = nn.Sequential(UpShuffle(c3, c2), UpShuffle(c2, c1))
             self.out_layer = nn.Sequential(nn.Conv2d(c1, 3, 7, padding=3, bias=True), nn.Tanh())
         else:  # 1/4 -> 1/2, one conv at 1/2 (with the encoder's half-size features added), then out
-            self.decoder = nn.Sequential(UpShuffle(c3, c2), ConvNormAct(c2, c2))
+            self.decoder = nn.Sequential(UpShuffle(c3, c2), *(ConvNormAct(c2, c2) for _ in range(half_convs)))
             self.out_layer = nn.Sequential(nn.Conv2d(c2 + 12, 12, 3, padding=1, bias=True), nn.PixelShuffle(2),
                                            nn.Tanh())
 
@@ -186,6 +190,6 @@ class LiteGenerator(nn.Module, HubMixin):
             out = self.encoder[2](half)
             out = self.attention(out)
             out = self.blocks(out)
-            out = self.decoder[1](self.decoder[0](out) + half)  # the half-size detail comes back
+            out = self.decoder[1:](self.decoder[0](out) + half)  # the half-size detail comes back
             out = self.out_layer(torch.cat([out, folded], dim=1))
         return out[..., top : top + h, left : left + w]
