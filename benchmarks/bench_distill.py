@@ -4,6 +4,8 @@
     python benchmarks/bench_distill.py --minutes 4 --set validation --out /tmp/v1 --no-speed
                                                            # a short run scored on the validation photos
     python benchmarks/bench_distill.py --evaluate-only     # figures for an existing run folder
+    python benchmarks/bench_distill.py --time-layouts '{"res_blocks": 1, "half_convs": 2}'
+                                                           # int8 time of a student layout vs the teacher
 
 1. ``python -m animegan distill --teacher face_paint_512_v2 --photos DIR --out DIR --minutes M``,
    the plain command with its defaults (``--extra`` adds options, for trials only): the
@@ -173,6 +175,24 @@ def speed(teacher, student, run: Path, repeats: int) -> dict:
     return out
 
 
+def time_layouts(layouts: list[str], repeats: int) -> str:
+    """The default backend's 512 x 512 time of LiteGenerator layouts (randomly initialised:
+    the layout sets the time, not the weights) against the teacher's, interleaved."""
+    from animegan.models import LiteGenerator
+    from animegan.settings import Settings
+
+    rt = runtime.start(Settings.from_env())
+    x = images.to_array(images.resize(images.decode(TRAIN / "astronaut.jpg").rgb, (512, 512)))
+    fns = {"teacher": make_backend(load_generator(TEACHER), "auto", rt, background=False)}
+    for text in layouts:
+        torch.manual_seed(0)
+        fns[text] = make_backend(LiteGenerator(**{"stem": "unshuffle", **json.loads(text)}).eval(), "auto", rt,
+                                 background=False)
+    times = time_pair(fns, x, repeats)
+    return "\n".join(f"{name}: {t:.4f} s, {t / times['teacher']:.3f} x the teacher ({fns[name].name})"
+                     for name, t in times.items())
+
+
 def curve(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -289,7 +309,14 @@ def main() -> None:
     p.add_argument("--evaluate-only", action="store_true", help="skip training; measure the run in --out")
     p.add_argument("--no-write", dest="write", action="store_false",
                    help="print the report only (trials): distill.md and the pictures stay as they are")
+    p.add_argument("--time-layouts", nargs="+", metavar="JSON",
+                   help="only time LiteGenerator layouts against the teacher, e.g. '{\"res_blocks\": 1}' "
+                        "(stem unshuffle unless given)")
     args = p.parse_args()
+    if args.time_layouts:
+        print(time_layouts(args.time_layouts, max(args.repeats, 9)))
+        shutil.rmtree(WEIGHTS, ignore_errors=True)
+        return
 
     before = load()
     if not args.evaluate_only and args.out.exists():

@@ -59,6 +59,7 @@ def lite_dir(tmp_path, student, monkeypatch):
 def test_the_distilled_student_is_a_small_unshuffle_lite_generator(student):
     model = load_generator(student)
     assert type(model) is LiteGenerator and model.config["stem"] == "unshuffle" and model.config["width"] == 8
+    assert model.config["half_convs"] == 2 and len(model.decoder) == 3  # distill's layout: two half-size convs
     run = json.loads((student / "run.json").read_text())
     assert run["teacher_name"].startswith("teacher") and "teacher_licence" not in run  # weights given as a file
 
@@ -244,7 +245,7 @@ def test_the_unshuffle_student_runs_nothing_at_full_size_and_tiles():
     from animegan.tiles.run import stylize_tiled
 
     torch.manual_seed(0)
-    g = LiteGenerator(width=8, stem="unshuffle").eval()
+    g = LiteGenerator(width=8, stem="unshuffle", res_blocks=1, half_convs=2).eval()  # what distill trains
     with torch.no_grad():
         for p in g.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -258,6 +259,8 @@ def test_the_unshuffle_student_runs_nothing_at_full_size_and_tiles():
         h.remove()
     assert max(seen) <= 64 // 2 + 16  # half size at most (64 px, padded to a multiple of 32, halved)
     assert count(LiteGenerator(stem="unshuffle"), 512).macs < count(LiteGenerator(), 512).macs
+    distilled = LiteGenerator(stem="unshuffle", res_blocks=1, half_convs=2)
+    assert count(distilled, 512).macs < count(LiteGenerator(stem="unshuffle"), 512).macs
     img = Image.open(photo("coffee.png")).convert("RGB").crop((0, 0, 597, 389))
     out = stylize_tiled(engines.TorchEngine(g), img, tile=256, margin=64, exact=True)
     fast = stylize_tiled(engines.TorchEngine(g), img, tile=256, margin=64)  # the default statistics
