@@ -142,6 +142,7 @@ class LiveSession:
     smoother: BoxSmoother = field(default_factory=BoxSmoother)
     face_frames: int = 0
     note: str = ""
+    model: str = ""  # "fast model" / "full model" where the style has a fast variant
     steady: object | None = None  # the session's animegan.steady.Stabilizer, while "steady" is on
 
     def fps(self) -> float:
@@ -162,8 +163,7 @@ class LiveSession:
         parts.append(f"{self.processed} shown" + (f", {self.dropped} skipped while busy" if self.dropped else ""))
         if limit:
             parts.append(f"{max(0.0, limit - (now - self.started)):.0f} s left")
-        if self.note:
-            parts.append(self.note)
+        parts += [text for text in (self.model, self.note) if text]
         return " · ".join(parts)
 
 
@@ -249,7 +249,9 @@ class LiveStylizer:
         has one (:meth:`Stylizer.lite_style`); False: always the full model.
         """
         # the core's policy, before any work; lite: the fast variant where the style has one
-        style = self.stylizer.variant(style, lite, required=False)
+        asked = self.stylizer.variant(style)
+        fast = self.stylizer.variant(asked, True, required=False)
+        style = fast if lite else asked
         now = time.monotonic()
         if key is not None:
             session = self._kept(key, now) or session
@@ -257,6 +259,8 @@ class LiveStylizer:
         if key is not None:
             self._keep(key, session)
         session.last_seen = now
+        # which of the two runs, where the style has both (the status says it)
+        session.model = ("fast model" if lite else "full model") if fast != asked else ""
         if self.time_limit and now - session.started > self.time_limit:
             raise LiveLimitReached(
                 f"The live preview stops after {self.time_limit:g} s so that everyone gets a turn. "

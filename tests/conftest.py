@@ -136,3 +136,21 @@ def vgg_weights(vgg_stand_in, monkeypatch) -> Path:
     """Point TORCH_HOME at the VGG16 stand-in for this test (training tests use it)."""
     monkeypatch.setenv("TORCH_HOME", str(vgg_stand_in))
     return vgg_stand_in
+
+
+@pytest.fixture(scope="session")
+def student(tmp_path_factory):
+    """A tiny student distilled from the proxy weights by the distill command (6 steps): the
+    real code path, so its pictures are not good, only real (test_lite, the browser tests)."""
+    from animegan.cli import main as cli_main
+
+    photos = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS[:3]:
+        shutil.copy(photo(name), photos / name)
+    out = tmp_path_factory.mktemp("runs") / "student"
+    code = cli_main(["distill", "--teacher-weights", str(PROXY_WEIGHTS), "--photos", str(photos), "--out", str(out),
+                     "--steps", "6", "--size", "32", "--batch", "2", "--pool", "4", "--refresh", "1",
+                     "--perceptual", "0", "--width", "8", "--res-blocks", "0", "--photo-side", "96",
+                     "--sample-every", "100", "--device", "cpu", "--quiet"])
+    assert code == 0
+    return out

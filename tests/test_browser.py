@@ -321,3 +321,42 @@ def test_styles_without_weights_are_out_of_the_way(one_style_server, browser, wh
     for developer_only in ("FutureWarning", "DeprecationWarning", "DependencyWarning", "UserWarning",
                            "local_files_only", "Traceback"):
         assert developer_only not in log, developer_only
+
+
+@pytest.fixture(scope="module")
+def fast_server(tmp_path_factory, student):
+    """The app with the proxy weights as the default style and a student distilled from them
+    (the distill command, tiny) as that style's fast variant."""
+    home = tmp_path_factory.mktemp("fast")
+    weights = home / "weights"
+    weights.mkdir()
+    shutil.copy(PROXY_WEIGHTS, weights / "face_paint_512_v2.pt")
+    shutil.copytree(student, weights / "face_paint_512_v2-lite",
+                    ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    with AppServer(app_env(weights, home), home / "app.log") as server:
+        yield server
+
+
+def test_live_webcam_runs_the_fast_model_by_default_and_the_full_one_on_request(fast_server, desktop):
+    """Chromium's fake camera streams into the live tab: the student draws the frames until
+    'Full model' is ticked, and the status under the picture says which one ran."""
+    page = open_app(desktop, fast_server.url)
+    page.get_by_role("tab", name="Live webcam").click()
+    full = page.locator("#live-full input[type=checkbox]")
+    assert not full.is_checked()
+    page.locator("#live-webcam [title='grant webcam access'] button").click()
+    page.wait_for_function("() => document.querySelector('#live-webcam video').videoWidth > 0", timeout=30_000)
+    page.locator("#live-webcam button[aria-label='capture photo']").click()  # "Record": start streaming
+
+    def status_says(text: str) -> None:
+        page.wait_for_function(
+            "t => { const s = document.querySelector('#live-status textarea');"
+            " const i = document.querySelector('#live-output img');"
+            " return s && s.value.includes(t) && s.value.includes('shown') && i && i.naturalWidth > 0; }",
+            arg=text, timeout=60_000)
+
+    status_says("fast model")
+    shot(page, "desktop-live-fast.png")
+    full.check()
+    status_says("full model")
+    shot(page, "desktop-live-full.png")

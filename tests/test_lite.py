@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PHOTOS, PROXY_WEIGHTS, ROOT, photo
+from conftest import PROXY_WEIGHTS, ROOT, photo
 from PIL import Image
 
 from animegan import LiteGenerator, Stylizer, load_generator
@@ -27,21 +27,6 @@ from animegan.styles import STYLES, StyleError, register_style, visible_styles
 
 STYLE = "face_paint_512_v2"
 NONCOMMERCIAL = "paprika"  # the TF release's terms: non-commercial use only
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    """A tiny student distilled from the proxy weights by the distill command (6 steps)."""
-    photos = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS[:3]:
-        shutil.copy(photo(name), photos / name)
-    out = tmp_path_factory.mktemp("runs") / "student"
-    code = cli_main(["distill", "--teacher-weights", str(PROXY_WEIGHTS), "--photos", str(photos), "--out", str(out),
-                     "--steps", "6", "--size", "32", "--batch", "2", "--pool", "4", "--refresh", "1",
-                     "--perceptual", "0", "--width", "8", "--res-blocks", "0", "--photo-side", "96",
-                     "--sample-every", "100", "--device", "cpu", "--quiet"])
-    assert code == 0
-    return out
 
 
 @pytest.fixture
@@ -71,7 +56,7 @@ def test_without_a_student_nothing_changes(offline_weights):
         Stylizer(STYLE, settings=Settings.from_env(), lite=True)
     engine = LiveStylizer(stylizer, side=64, time_limit=None)
     _, result = engine.process(None, Image.open(photo("astronaut.png")), STYLE, 64)
-    assert result.processed
+    assert result.processed and "model" not in result.status  # no fast/full choice to speak of
     assert all(s.lite_of is None for s in visible_styles().values())
 
 
@@ -106,6 +91,7 @@ def test_live_frames_use_the_student_by_default_and_the_full_model_on_request(li
     assert fast.processed and full.processed
     assert used == [f"{STYLE}-lite", STYLE]
     assert not np.array_equal(np.asarray(fast.image), np.asarray(full.image))
+    assert "fast model" in fast.status and "full model" in full.status  # the status says which ran
 
 
 def test_register_style_lite_of_carries_the_teachers_licence(student, tmp_path):
