@@ -250,8 +250,9 @@ class LiveStylizer:
         """
         # the core's policy, before any work; lite: the fast variant where the style has one
         asked = self.stylizer.variant(style)
-        fast = self.stylizer.variant(asked, True, required=False)
-        style = fast if lite else asked
+        fast = self.stylizer.lite_style(asked)
+        both = fast not in (None, asked)  # a fast variant beside the full model (a variant is its own)
+        style = fast if lite and both else asked
         now = time.monotonic()
         if key is not None:
             session = self._kept(key, now) or session
@@ -260,7 +261,7 @@ class LiveStylizer:
             self._keep(key, session)
         session.last_seen = now
         # which of the two runs, where the style has both (the status says it)
-        session.model = ("fast model" if lite else "full model") if fast != asked else ""
+        session.model = ("fast model" if lite else "full model") if both else ""
         if self.time_limit and now - session.started > self.time_limit:
             raise LiveLimitReached(
                 f"The live preview stops after {self.time_limit:g} s so that everyone gets a turn. "

@@ -385,9 +385,6 @@ class Budget:
         self.name, self.frames, self.trim, self.seconds = name, frames, trim, seconds
         self.began = time.perf_counter()
 
-    def refuse_frames(self, count: int) -> None:
-        _too_many_frames(self.name, count, self.frames)
-
     def check_clock(self, done: int, when: float | None = None) -> None:
         """VideoError when the job ran out of time; called for every packet read, sound
         included (``when``: where in the clip the reading is, in seconds)."""
@@ -402,7 +399,7 @@ class Budget:
         self.check_clock(done)
         if self.frames and done >= self.frames:
             if not self.trim:
-                self.refuse_frames(done + 1)
+                _too_many_frames(self.name, done + 1, self.frames)
             return False
         return True
 

@@ -132,20 +132,24 @@ def time_pair(fns: dict, x: np.ndarray, repeats: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def default_backends(models: dict) -> tuple[np.ndarray, dict]:
+    """The 512 x 512 photo the speed figures use, and each model on the default backend
+    (``auto``), prepared in the foreground."""
+    from animegan.settings import Settings
+
+    rt = runtime.start(Settings.from_env())
+    x = images.to_array(images.resize(images.decode(TRAIN / "astronaut.jpg").rgb, (512, 512)))
+    return x, {name: make_backend(model, "auto", rt, background=False) for name, model in models.items()}
+
+
 def speed(teacher, student, run: Path, repeats: int) -> dict:
     """512 x 512 on the default backend and PyTorch float32; live fps at 256 in LiveStylizer."""
     from animegan import Stylizer
     from animegan.live import LiveStylizer
     from animegan.settings import Settings
 
-    rt = runtime.start(Settings.from_env())
-    x = images.to_array(images.resize(images.decode(TRAIN / "astronaut.jpg").rgb, (512, 512)))
-    out: dict = {}
-    default = {}
-    for name, model in (("teacher", teacher), ("student", student)):
-        backend = make_backend(model, "auto", rt, background=False)
-        default[name] = backend
-        out[f"{name}_backend"] = backend.name
+    x, default = default_backends({"teacher": teacher, "student": student})
+    out: dict = {f"{name}_backend": backend.name for name, backend in default.items()}
     out["default"] = time_pair(default, x, repeats)
     out["torch"] = time_pair({"teacher": lambda a: run_torch(teacher, a),
                               "student": lambda a: run_torch(student, a)}, x, max(2, repeats // 2))
@@ -179,15 +183,12 @@ def time_layouts(layouts: list[str], repeats: int) -> str:
     """The default backend's 512 x 512 time of LiteGenerator layouts (randomly initialised:
     the layout sets the time, not the weights) against the teacher's, interleaved."""
     from animegan.models import LiteGenerator
-    from animegan.settings import Settings
 
-    rt = runtime.start(Settings.from_env())
-    x = images.to_array(images.resize(images.decode(TRAIN / "astronaut.jpg").rgb, (512, 512)))
-    fns = {"teacher": make_backend(load_generator(TEACHER), "auto", rt, background=False)}
+    models = {"teacher": load_generator(TEACHER)}
     for text in layouts:
         torch.manual_seed(0)
-        fns[text] = make_backend(LiteGenerator(**{"stem": "unshuffle", **json.loads(text)}).eval(), "auto", rt,
-                                 background=False)
+        models[text] = LiteGenerator(**{"stem": "unshuffle", **json.loads(text)}).eval()
+    x, fns = default_backends(models)
     times = time_pair(fns, x, repeats)
     return "\n".join(f"{name}: {t:.4f} s, {t / times['teacher']:.3f} x the teacher ({fns[name].name})"
                      for name, t in times.items())

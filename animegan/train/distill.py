@@ -262,7 +262,7 @@ class Pool:
 LADDER = ((256, 16), (192, 16), (160, 16), (128, 16), (128, 8), (96, 8), (64, 8))
 # A run should make at least this many steps in its time budget: for the same number of
 # steps 192 px crops were no better than 128 px ones on the held-out photos (400-step
-# trials, docs/train.md), so smaller crops and more steps win on a CPU.
+# trials, benchmarks/results/distill-trials.md), so smaller crops and more steps win on a CPU.
 TARGET_STEPS = 2000
 STEP_SECONDS = 1.0  # with a step budget and no time budget: aim at about this long a step
 TEACHER_SHARE = 0.3  # of each step's time spent labelling fresh crops
