@@ -1,0 +1,142 @@
+"""Fine-tune a finished distill run on other data and score it: does the data, not the
+step count, hold the student back? (the trials in benchmarks/results/distill-trials.md)
+
+    python benchmarks/bench_distill_finetune.py --start benchmarks/runs/distill --size 128 --batch 16 \
+        --pool 512 --refresh 3                    # control: more of the same crops
+    ... --size 256 --batch 4 --pool 128 --refresh 0.75   # larger crops (more of the teacher's context)
+    ... --synth 0.25                              # a quarter of the crops "dead leaves" shapes
+
+The run's saved model (its weight average) trains --steps more steps with L1 at a low,
+cosine-decayed learning rate on a fresh pool of teacher-labelled crops of the 5 training
+photos; then the PSNR against the teacher (512 px, full photos) on the validation and
+unseen photos is printed as JSON, like bench_distill's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from animegan import images  # noqa: E402
+from animegan.backends import psnr  # noqa: E402
+from animegan.train.data import Augment, CropSampler, load_photos  # noqa: E402
+from animegan.train.distill import EMA, Pool, teacher_labeller  # noqa: E402
+from animegan.train.loop import pick_device  # noqa: E402
+from animegan.train.perceptual import weighted_l1  # noqa: E402
+from animegan.weights import load_generator  # noqa: E402
+
+TEACHER = ROOT / "tests" / "data" / "proxy_toon.pt"
+TRAIN = ROOT / "animegan" / "backends" / "calibration"
+HELD_OUT = ROOT / "benchmarks" / "photos"
+
+
+def dead_leaves(size: int, rng: np.random.Generator, photos: list) -> np.ndarray:
+    """Overlapping discs and rectangles (radii ~ 1/r^3), colours drawn from a photo's pixels."""
+    px = photos[int(rng.integers(len(photos)))].pixels
+
+    def colour() -> tuple[int, ...]:
+        return tuple(int(v) for v in px[rng.integers(px.shape[0]), rng.integers(px.shape[1])])
+
+    img = Image.new("RGB", (size, size), colour())
+    draw = ImageDraw.Draw(img)
+    rmin, rmax = 2, size / 2
+    for _ in range(int(rng.integers(60, 200))):
+        r = (rmin**-2 + rng.random() * (rmax**-2 - rmin**-2)) ** -0.5
+        cx, cy = rng.uniform(-r, size + r, 2)
+        box = [cx - r, cy - r * rng.uniform(0.5, 1.5), cx + r, cy + r * rng.uniform(0.5, 1.5)]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour())
+    if rng.random() < 0.7:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(0, 6), (size, size, 1))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+class SynthSampler(CropSampler):
+    """CropSampler whose random crops are dead-leaves pictures ``share`` of the time."""
+
+    share = 0.0
+
+    def random_crop(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        if self.rng.random() < self.share:
+            return dead_leaves(self.size, self.rng, self.photos), np.ones((self.size, self.size), np.float32), False
+        return super().random_crop()
+
+
+def score(teacher: torch.nn.Module, model: torch.nn.Module) -> dict:
+    model.eval()
+    out = {}
+    with torch.inference_mode():
+        for name in ("validation", "unseen"):
+            vals = []
+            for f in sorted((HELD_OUT / name).glob("*.jpg")):
+                img = images.decode(f).rgb
+                img = images.resize(img, images.fit_size(img.size, 512))
+                x = torch.from_numpy(images.to_array(img))
+                vals.append(psnr(model(x).numpy(), teacher(x).numpy()))
+            out[name] = {"median": round(statistics.median(vals), 2), "mean": round(statistics.mean(vals), 2),
+                         "photos": [round(v, 2) for v in vals]}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start", type=Path, default=ROOT / "benchmarks" / "runs" / "distill", help="a distill run folder")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--pool", type=int, default=512)
+    p.add_argument("--refresh", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--scale", default="0.3,1.5", help="crop scale range (distill's is 0.3,1.5)")
+    p.add_argument("--synth", type=float, default=0.0, help="share of random crops that are dead-leaves pictures")
+    p.add_argument("--evaluate-only", action="store_true")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    teacher = load_generator(TEACHER).eval()
+    student = load_generator(a.start)
+    if a.evaluate_only:
+        print(json.dumps(score(teacher, student)))
+        return
+    label, _ = teacher_labeller(teacher, pick_device("cpu", "fp32"))
+    photos = load_photos(TRAIN, photo_side=512)
+    lo, hi = map(float, a.scale.split(","))
+    SynthSampler.share = a.synth
+    sampler = SynthSampler(photos, a.size, scale=(lo, hi), seed=1, augment=Augment())
+    start = time.perf_counter()
+    pool = Pool(sampler, label, a.pool, say=lambda _: None)
+    label_s = time.perf_counter() - start
+    student = student.to(memory_format=torch.channels_last).train().requires_grad_(True)
+    ema = EMA(student, 0.99)
+    opt = torch.optim.Adam(student.parameters(), lr=a.lr, betas=(0.9, 0.99))
+    draw = torch.Generator().manual_seed(0)
+    owed, start = 0.0, time.perf_counter()
+    for step in range(a.steps):
+        for group in opt.param_groups:
+            group["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+        x, y, w = (t.contiguous(memory_format=torch.channels_last) for t in pool.draw(a.batch, 0.3, draw))
+        loss = weighted_l1(student(x), y, w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(student)
+        owed += a.refresh
+        pool.refresh(int(owed))
+        owed -= int(owed)
+    print(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, "label_s": round(label_s, 1),
+                      "train_s": round(time.perf_counter() - start, 1), **score(teacher, ema.model)}))
+
+
+if __name__ == "__main__":
+    main()
