@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -26,20 +27,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_distill import ROOT, TEACHER, TRAIN, WEIGHTS, fidelity  # noqa: E402  (it puts the repo on the path)
 
-from animegan import images  # noqa: E402
-from animegan.backends import psnr  # noqa: E402
 from animegan.train.data import Augment, CropSampler, load_photos  # noqa: E402
 from animegan.train.distill import EMA, Pool, teacher_labeller  # noqa: E402
 from animegan.train.loop import pick_device  # noqa: E402
 from animegan.train.perceptual import weighted_l1  # noqa: E402
 from animegan.weights import load_generator  # noqa: E402
-
-TEACHER = ROOT / "tests" / "data" / "proxy_toon.pt"
-TRAIN = ROOT / "animegan" / "backends" / "calibration"
-HELD_OUT = ROOT / "benchmarks" / "photos"
 
 
 def dead_leaves(size: int, rng: np.random.Generator, photos: list) -> np.ndarray:
@@ -75,18 +70,13 @@ class SynthSampler(CropSampler):
 
 
 def score(teacher: torch.nn.Module, model: torch.nn.Module) -> dict:
-    model.eval()
+    """bench_distill's figure (PSNR against the teacher, 512 px) on the validation and unseen photos."""
+    rows, _ = fidelity(teacher, model.eval(), ["validation", "unseen"])
     out = {}
-    with torch.inference_mode():
-        for name in ("validation", "unseen"):
-            vals = []
-            for f in sorted((HELD_OUT / name).glob("*.jpg")):
-                img = images.decode(f).rgb
-                img = images.resize(img, images.fit_size(img.size, 512))
-                x = torch.from_numpy(images.to_array(img))
-                vals.append(psnr(model(x).numpy(), teacher(x).numpy()))
-            out[name] = {"median": round(statistics.median(vals), 2), "mean": round(statistics.mean(vals), 2),
-                         "photos": [round(v, 2) for v in vals]}
+    for name in ("validation", "unseen"):
+        vals = [db for set_name, _, _, db in rows if set_name == name]
+        out[name] = {"median": round(statistics.median(vals), 2), "mean": round(statistics.mean(vals), 2),
+                     "photos": [round(v, 2) for v in vals]}
     return out
 
 
@@ -139,4 +129,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(WEIGHTS, ignore_errors=True)  # bench_distill's weights folder, made on import
