@@ -5,6 +5,7 @@ step count, hold the student back? (the trials in benchmarks/results/distill-tri
         --pool 512 --refresh 3                    # control: more of the same crops
     ... --size 256 --batch 4 --pool 128 --refresh 0.75   # larger crops (more of the teacher's context)
     ... --synth 0.25                              # a quarter of the crops "dead leaves" shapes
+    python benchmarks/bench_distill_finetune.py --context    # the teacher on crops vs on whole photos
 
 The run's saved model (its weight average) trains --steps more steps with L1 at a low,
 cosine-decayed learning rate on a fresh pool of teacher-labelled crops of the 5 training
@@ -80,6 +81,32 @@ def score(teacher: torch.nn.Module, model: torch.nn.Module) -> dict:
     return out
 
 
+def context(teacher: torch.nn.Module, model: torch.nn.Module) -> None:
+    """How much the teacher's output depends on the rest of the picture: per unseen photo,
+    the teacher on a crop against the teacher on the whole photo (same pixels; all of the
+    crop, and its centre half), and the student against the teacher, both on the crop;
+    means over 4 crops (corners and centre)."""
+    from bench_distill import HELD_OUT, photos, run_torch
+
+    from animegan import images
+    from animegan.backends import psnr
+
+    print("photo | size | teacher crop vs whole: all, centre half | student vs teacher on the crop")
+    for name, img in photos(HELD_OUT / "unseen").items():
+        x = images.to_array(img)
+        whole = run_torch(teacher, x)
+        h, w = x.shape[-2:]
+        for cs in (128, 256):
+            m = cs // 4
+            rows = []
+            for i, j in ((0, 0), (h - cs, w - cs), ((h - cs) // 2, (w - cs) // 2), (0, w - cs)):
+                crop = x[..., i : i + cs, j : j + cs]
+                t, s, ref = run_torch(teacher, crop), run_torch(model, crop), whole[..., i : i + cs, j : j + cs]
+                rows.append((psnr(t, ref), psnr(t[..., m:-m, m:-m], ref[..., m:-m, m:-m]), psnr(s, t)))
+            means = np.mean(rows, axis=0)
+            print(f"{name} | {cs} px | {means[0]:.2f}, {means[1]:.2f} dB | {means[2]:.2f} dB")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", type=Path, default=ROOT / "benchmarks" / "runs" / "distill", help="a distill run folder")
@@ -92,10 +119,14 @@ def main() -> None:
     p.add_argument("--scale", default="0.3,1.5", help="crop scale range (distill's is 0.3,1.5)")
     p.add_argument("--synth", type=float, default=0.0, help="share of random crops that are dead-leaves pictures")
     p.add_argument("--evaluate-only", action="store_true")
+    p.add_argument("--context", action="store_true", help="the teacher's crop-vs-whole-photo figures, then stop")
     a = p.parse_args()
     torch.manual_seed(0)
     teacher = load_generator(TEACHER).eval()
     student = load_generator(a.start)
+    if a.context:
+        context(teacher, student)
+        return
     if a.evaluate_only:
         print(json.dumps(score(teacher, student)))
         return
